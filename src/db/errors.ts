@@ -1,0 +1,52 @@
+/*
+ * Database errors as clients may see them. Our functions raise documented SQLSTATEs (OM…),
+ * and check constraints carry names; both map to a stable code and a plain sentence. Anything
+ * else is internal: callers log it and tell the client only that something went wrong.
+ */
+export interface PublicError {
+  status: number;
+  code: string;
+  message: string;
+}
+
+const BY_SQLSTATE: Record<string, PublicError> = {
+  OM403: { status: 403, code: "forbidden", message: "You are not allowed to do this." },
+  OMOWN: { status: 409, code: "last_owner", message: "A site must keep at least one owner." },
+  OMNOU: { status: 404, code: "user_not_found", message: "No user has this email address." },
+  OMKRL: { status: 400, code: "invalid_role", message: "An API key can be viewer, editor or admin." },
+  OMIMM: { status: 409, code: "immutable", message: "This record cannot be changed." },
+};
+
+const BY_CONSTRAINT: Record<string, string> = {
+  users_email_format: "The email address is not valid.",
+  users_email_key: "A user with this email address already exists.",
+  users_display_name_length: "The display name is longer than 200 characters.",
+  sites_name_length: "The site name must be 1 to 200 characters.",
+  sites_domain_format: "The domain must be a host name like shop.example.",
+  sites_allowed_origins_format: "Each allowed origin must look like https://shop.example.",
+  sites_consent_mode: "The consent mode must be required or implied.",
+  sites_monthly_event_quota_positive: "The monthly event quota cannot be negative.",
+  sites_rate_limit_non_negative: "The rate limit cannot be negative.",
+  sites_timezone_known: "The time zone is not a known IANA time zone.",
+  sites_currency_format: "The currency must be a three-letter ISO 4217 code.",
+  api_keys_name_length: "The key name is longer than 200 characters.",
+  api_keys_role_not_owner: "An API key can be viewer, editor or admin.",
+};
+
+interface PgErrorLike {
+  code?: string;
+  constraint?: string;
+  message?: string;
+}
+
+/** The public form of a database error, or undefined when it is internal. */
+export function publicDatabaseError(error: unknown): PublicError | undefined {
+  const pgError = error as PgErrorLike;
+  if (!pgError || typeof pgError.code !== "string") return undefined;
+  if (BY_SQLSTATE[pgError.code]) return BY_SQLSTATE[pgError.code];
+  if ((pgError.code === "23514" || pgError.code === "23505") && pgError.constraint && BY_CONSTRAINT[pgError.constraint]) {
+    return { status: pgError.code === "23505" ? 409 : 400, code: pgError.code === "23505" ? "already_exists" : "invalid_input", message: BY_CONSTRAINT[pgError.constraint] };
+  }
+  if (pgError.code === "22P02") return { status: 400, code: "invalid_input", message: "A value has the wrong format." };
+  return undefined;
+}

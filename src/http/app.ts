@@ -1,0 +1,47 @@
+/*
+ * The express app: a thin shell around the database. It authenticates, hands GraphQL to
+ * PostGraphile, answers health checks, and turns every failure into our JSON error shape.
+ * Routes of later features mount here too.
+ */
+import express, { NextFunction, Request, Response } from "express";
+import type pg from "pg";
+import type { TokenVerifier } from "../auth/jwt";
+import { logger } from "../logger";
+import { authenticate } from "./authenticate";
+import { sendError } from "./errors";
+import { healthHandler } from "./health";
+
+export interface AppDeps {
+  pools: { owner: pg.Pool; auth: pg.Pool };
+  verifyToken: TokenVerifier;
+}
+
+export function makeApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("trust proxy", "loopback");
+  app.use((req, res, next) => {
+    const started = process.hrtime.bigint();
+    res.setHeader("X-Content-Type-Options", "nosniff");
+    res.on("finish", () => {
+      // Method, path and status only: query strings and headers may carry secrets.
+      logger.info({ method: req.method, path: req.originalUrl.split("?")[0], status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");
+    });
+    next();
+  });
+  app.get("/api/health", healthHandler(deps.pools.owner));
+  app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
+  return app;
+}
+
+/** Registered after PostGraphile has mounted, so they only catch what nothing else handled. */
+export function addFallbackHandlers(app: express.Express): void {
+  app.use((_req: Request, res: Response) => sendError(res, 404, "not_found", "There is nothing at this address."));
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  app.use((error: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
+    if (error.type === "entity.parse.failed") return sendError(res, 400, "invalid_json", "The body is not valid JSON.");
+    if (error.type === "entity.too.large") return sendError(res, 413, "payload_too_large", "The body is too large.");
+    logger.error({ err: error.message }, "request failed");
+    sendError(res, 500, "internal", "Something went wrong on our side.");
+  });
+}

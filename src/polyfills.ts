@@ -1,0 +1,25 @@
+/*
+ * PostGraphile 5's execution engine (grafast) calls Promise.withResolvers, which Node gained in
+ * version 22. We run on Node 20 too, so supply the standard behaviour when it is missing.
+ * Imported first by every entry point (CLI, tests).
+ */
+interface Resolvers<T> {
+  promise: Promise<T>;
+  resolve: (value: T | PromiseLike<T>) => void;
+  reject: (reason?: unknown) => void;
+}
+
+const PromiseWith = Promise as unknown as { withResolvers?: <T>() => Resolvers<T> };
+if (typeof PromiseWith.withResolvers !== "function") {
+  PromiseWith.withResolvers = function withResolvers<T>(): Resolvers<T> {
+    let resolve!: Resolvers<T>["resolve"];
+    let reject!: Resolvers<T>["reject"];
+    const promise = new Promise<T>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    return { promise, resolve, reject };
+  };
+}
+
+export {};

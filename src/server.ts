@@ -1,0 +1,69 @@
+/*
+ * The running service: HTTP (express + PostGraphile) and, unless asked not to, the worker, in
+ * one process sharing the pools. stop() drains both: HTTP stops accepting, in-flight jobs
+ * finish, pending denial records are written, then the pools close.
+ */
+import { createServer, Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Runner } from "graphile-worker";
+import { postgraphile } from "postgraphile";
+import { grafserv } from "postgraphile/grafserv/express/v4";
+import { makeTokenVerifier } from "./auth/jwt";
+import type { Config } from "./config";
+import { flushDenials } from "./db/denials";
+import { makePools, Pools } from "./db/pools";
+import { makePreset } from "./graphql/preset";
+import { addFallbackHandlers, makeApp } from "./http/app";
+import { startWorker } from "./worker/runner";
+
+export interface Service {
+  url: string | undefined;
+  pools: Pools;
+  stop(): Promise<void>;
+}
+
+export async function startService(config: Config, { http = true, worker = true } = {}): Promise<Service> {
+  const pools = makePools(config);
+  let server: Server | undefined;
+  let release: (() => Promise<void>) | undefined;
+  let runner: Runner | undefined;
+  let url: string | undefined;
+  try {
+    if (http) {
+      const app = makeApp({ pools, verifyToken: makeTokenVerifier(config) });
+      server = createServer(app);
+      const pgl = postgraphile(makePreset(config, pools));
+      release = async () => {
+        await pgl.release();
+      };
+      await pgl.createServ(grafserv).addTo(app, server, false);
+      addFallbackHandlers(app);
+      await new Promise<void>((resolve, reject) => {
+        server!.once("error", reject);
+        server!.listen(config.port, resolve);
+      });
+      url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    }
+    if (worker) runner = await startWorker(pools.owner);
+  } catch (error) {
+    server?.close();
+    await release?.();
+    await pools.end();
+    throw error;
+  }
+  return {
+    url,
+    pools,
+    async stop() {
+      if (server) {
+        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+        server.closeIdleConnections();
+        await closed;
+      }
+      await runner?.stop();
+      await flushDenials();
+      await release?.();
+      await pools.end();
+    },
+  };
+}

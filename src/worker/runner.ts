@@ -1,0 +1,46 @@
+/*
+ * graphile-worker in library mode. Tasks are the files of tasks/ (the file name is the task
+ * name), the schedule is tasks/crontab. We handle signals ourselves so that HTTP and worker
+ * stop together and in-flight jobs finish before the pool closes.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { Logger as WorkerLogger, run, Runner, Task, TaskList } from "graphile-worker";
+import pg from "pg";
+import { PROJECT_ROOT } from "../config";
+import { logger } from "../logger";
+
+export const TASKS_DIR = path.join(PROJECT_ROOT, "tasks");
+
+export function loadTaskList(directory = TASKS_DIR): TaskList {
+  const tasks: TaskList = {};
+  for (const file of readdirSync(directory).sort()) {
+    const match = /^([a-z][a-z0-9_]*)\.ts$/.exec(file);
+    if (!match) continue;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const loaded = require(path.join(directory, file)) as { default?: Task };
+    if (typeof loaded.default !== "function") throw new Error(`tasks/${file} must export a task function as default`);
+    tasks[match[1]] = loaded.default;
+  }
+  return tasks;
+}
+
+const workerLogger = new WorkerLogger((scope) => (level, message, meta) => {
+  const child = logger.child({ component: "worker", ...scope });
+  const method = level === "error" ? "error" : level === "warning" ? "warn" : level === "info" ? "info" : "debug";
+  child[method](meta ?? {}, message);
+});
+
+export async function startWorker(pool: pg.Pool, { concurrency = 2 } = {}): Promise<Runner> {
+  const runner = await run({
+    pgPool: pool,
+    taskList: loadTaskList(),
+    crontab: readFileSync(path.join(TASKS_DIR, "crontab"), "utf8"),
+    concurrency,
+    noHandleSignals: true,
+    logger: workerLogger,
+  });
+  // Report liveness at once rather than at the next minute boundary.
+  await runner.addJob("worker_heartbeat", {}, { jobKey: "worker_heartbeat:startup", maxAttempts: 1 });
+  return runner;
+}
