@@ -88,6 +88,8 @@ create table app_public.site_members (
   primary key (site_id, user_id)
 );
 create index site_members_user_id_idx on app_public.site_members (user_id);
+-- Policies filter on site_id and then role (admins manage only non-admin rows).
+create index site_members_site_id_role_idx on app_public.site_members (site_id, role);
 comment on table app_public.site_members is E'Who may work on a site, and with which role.';
 comment on column app_public.site_members.site_id is E'The site.';
 comment on column app_public.site_members.user_id is E'The member.';
