@@ -303,7 +303,7 @@ comment on function app_private.create_site(uuid, text, text, text, bigint, inte
   E'Creates a site with its first owner. Used by the CLI and by app_public.create_site.';
 
 create function app_public.create_site(name text, domain text) returns app_public.sites
-  language plpgsql volatile security definer
+  language plpgsql strict volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
@@ -347,7 +347,7 @@ comment on function app_public.update_site_settings(uuid, text, text, text[], te
   E'Changes a site''s settings (admin or owner). Arguments left null keep their value.';
 
 create function app_public.delete_site(site_id uuid) returns boolean
-  language plpgsql volatile
+  language plpgsql strict volatile
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
@@ -360,7 +360,7 @@ comment on function app_public.delete_site(uuid) is E'Deletes a site and everyth
 
 create function app_public.add_site_member(site_id uuid, email text, role app_public.site_role)
   returns app_public.site_members
-  language plpgsql volatile security definer
+  language plpgsql strict volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 declare
@@ -385,7 +385,7 @@ comment on function app_public.add_site_member(uuid, text, app_public.site_role)
   E'Gives an existing user a role on a site. Admins add editors and viewers; owners add anyone.';
 
 create function app_public.remove_site_member(site_id uuid, user_id uuid) returns boolean
-  language plpgsql volatile
+  language plpgsql strict volatile
   set search_path to pg_catalog, public, pg_temp
 as $$
 declare

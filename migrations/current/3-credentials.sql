@@ -45,7 +45,7 @@ comment on function app_private.issue_api_key(uuid, app_public.site_role, text, 
 
 create function app_public.create_api_key(site_id uuid, role app_public.site_role, name text default '')
   returns app_public.created_api_key
-  language plpgsql volatile security definer
+  language plpgsql strict volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
@@ -62,7 +62,7 @@ comment on function app_public.create_api_key(uuid, app_public.site_role, text) 
   E'Creates an API key for a site (admin or owner). The returned key is shown once.';
 
 create function app_public.revoke_api_key(api_key_id uuid) returns app_public.api_keys
-  language plpgsql volatile security definer
+  language plpgsql strict volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 declare

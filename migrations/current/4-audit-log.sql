@@ -192,7 +192,7 @@ create type app_public.audit_chain_verification as (
 comment on type app_public.audit_chain_verification is E'Result of re-hashing a site''s audit chain.';
 
 create function app_public.verify_audit_chain(site_id uuid) returns app_public.audit_chain_verification
-  language plpgsql stable security definer
+  language plpgsql strict stable security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 declare
