@@ -315,7 +315,8 @@ CREATE TABLE app_public.audit_log (
 -- Name: TABLE audit_log; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TABLE app_public.audit_log IS 'Append-only, hash-chained record of every change to sensitive data and of every denied attempt.';
+COMMENT ON TABLE app_public.audit_log IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Append-only, hash-chained record of every change to sensitive data and of every denied attempt.';
 
 --
 -- Name: COLUMN audit_log.site_id; Type: COMMENT; Schema: app_public; Owner: -

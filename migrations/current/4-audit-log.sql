@@ -25,8 +25,9 @@ create table app_public.audit_log (
   row_hash bytea not null,
   primary key (site_id, seq)
 );
+-- Aggregates on: a security dashboard asks "denied attempts per day" in one query.
 comment on table app_public.audit_log is
-  E'Append-only, hash-chained record of every change to sensitive data and of every denied attempt.';
+  E'@behavior +aggregates +aggregates:filterBy +aggregates:orderBy\nAppend-only, hash-chained record of every change to sensitive data and of every denied attempt.';
 comment on column app_public.audit_log.site_id is E'The site whose chain holds the row (the nil UUID for platform-level rows).';
 comment on column app_public.audit_log.seq is E'Position in the site''s chain, 1, 2, 3… without gaps.';
 comment on column app_public.audit_log.occurred_at is E'When the change was made.';
