@@ -680,18 +680,29 @@ CREATE FUNCTION app_private.tg__audit() RETURNS trigger
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
-  v_old jsonb := case when tg_op <> 'INSERT' then pg_catalog.to_jsonb(old) end;
-  v_new jsonb := case when tg_op <> 'DELETE' then pg_catalog.to_jsonb(new) end;
-  v_row jsonb := coalesce(v_new, v_old);
+  v_raw_old jsonb := case when tg_op <> 'INSERT' then pg_catalog.to_jsonb(old) end;
+  v_raw_new jsonb := case when tg_op <> 'DELETE' then pg_catalog.to_jsonb(new) end;
+  v_old jsonb := v_raw_old;
+  v_new jsonb := v_raw_new;
+  v_row jsonb := coalesce(v_raw_new, v_raw_old);
   v_column text;
 begin
   for i in 2 .. tg_nargs - 1 loop
+    if pg_catalog.left(tg_argv[i], 1) = '-' then
+      v_old := v_old - pg_catalog.substr(tg_argv[i], 2);
+      v_new := v_new - pg_catalog.substr(tg_argv[i], 2);
+      continue;
+    end if;
     v_column := tg_argv[i];
     if v_old ? v_column then v_old := v_old || pg_catalog.jsonb_build_object(v_column, '[redacted]'); end if;
-    if v_new ? v_column then v_new := v_new || pg_catalog.jsonb_build_object(v_column, '[redacted]'); end if;
+    if v_new ? v_column then
+      v_new := v_new || pg_catalog.jsonb_build_object(v_column,
+        case when tg_op = 'UPDATE' and (v_raw_old -> v_column) is distinct from (v_raw_new -> v_column)
+             then '[redacted, changed]' else '[redacted]' end);
+    end if;
   end loop;
   if tg_op = 'UPDATE' and v_old = v_new then
-    return null;  -- nothing an auditor would see changed (e.g. only last_used_at ticked)
+    return null;  -- nothing an auditor would see changed
   end if;
   perform app_private.append_audit(
     (v_row ->> tg_argv[0])::uuid, pg_catalog.lower(tg_op), tg_table_name, v_row ->> tg_argv[1],
@@ -705,7 +716,7 @@ $$;
 -- Name: FUNCTION tg__audit(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg__audit() IS 'Records a row change in the audit chain. Trigger args: site id column, row id column, columns to redact.';
+COMMENT ON FUNCTION app_private.tg__audit() IS 'Records a row change in the audit chain. Trigger args: site id column, row id column, secret columns (redacted), -noise columns (omitted).';
 
 --
 -- Name: tg__refuse_change(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -751,7 +762,7 @@ COMMENT ON FUNCTION app_private.tg__touch_updated_at() IS 'Keeps updated_at movi
 --
 
 CREATE FUNCTION app_private.tg_site_members__keep_an_owner() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 begin
@@ -769,7 +780,7 @@ $$;
 -- Name: FUNCTION tg_site_members__keep_an_owner(); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.tg_site_members__keep_an_owner() IS 'Refuses to remove or demote a site''s last owner (OMOWN).';
+COMMENT ON FUNCTION app_private.tg_site_members__keep_an_owner() IS 'Refuses to remove or demote a site''s last owner (OMOWN). Security definer: it must see the site and every owner, whatever the caller may see.';
 
 --
 -- Name: tg_sites__issue_call_event_secret(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -843,14 +854,22 @@ CREATE FUNCTION app_public.add_site_member(site_id uuid, email text, role app_pu
     AS $$
 declare
   v_user_id uuid;
+  v_current app_public.site_role;
   v_member app_public.site_members;
 begin
+  -- Authority first (a denial must not reveal whether the email exists), with the role asked
+  -- for; then again with the member's current role, so an admin cannot demote an admin.
   perform app_hidden.assert_site_role(add_site_member.site_id,
     case when add_site_member.role >= 'admin' then 'owner' else 'admin' end::app_public.site_role,
     'insert', 'site_members', null);
   select u.id into v_user_id from app_public.users u where u.email = add_site_member.email::citext;
   if v_user_id is null then
     raise exception using errcode = 'OMNOU', message = 'No user has this email address.';
+  end if;
+  select m.role into v_current from app_public.site_members m
+   where m.site_id = add_site_member.site_id and m.user_id = v_user_id;
+  if v_current >= 'admin' then
+    perform app_hidden.assert_site_role(add_site_member.site_id, 'owner', 'update', 'site_members', v_user_id::text);
   end if;
   insert into app_public.site_members (site_id, user_id, role)
   values (add_site_member.site_id, v_user_id, add_site_member.role)
@@ -864,7 +883,7 @@ $$;
 -- Name: FUNCTION add_site_member(site_id uuid, email text, role app_public.site_role); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.add_site_member(site_id uuid, email text, role app_public.site_role) IS 'Gives an existing user a role on a site. Admins add editors and viewers; owners add anyone.';
+COMMENT ON FUNCTION app_public.add_site_member(site_id uuid, email text, role app_public.site_role) IS 'Gives an existing user a role on a site, or changes it. Admins manage editors and viewers; owners manage anyone.';
 
 --
 -- Name: create_api_key(uuid, app_public.site_role, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -1221,22 +1240,26 @@ begin
   end if;
   for v_entry in select * from app_public.audit_log a where a.site_id = verify_audit_chain.site_id order by a.seq loop
     if v_entry.seq <> v_expected_seq then
-      return row(false, v_expected_seq - 1, v_expected_seq, 'row missing from the chain');
+      return row(false, v_expected_seq - 1, v_expected_seq, 'row missing from the chain')::app_public.audit_chain_verification;
     end if;
     if v_entry.prev_hash is distinct from v_prev then
-      return row(false, v_expected_seq - 1, v_entry.seq, 'prev_hash does not match the previous row');
+      return row(false, v_expected_seq - 1, v_entry.seq, 'prev_hash does not match the previous row')::app_public.audit_chain_verification;
     end if;
     if v_entry.row_hash <> app_private.audit_row_hash(v_prev, v_entry) then
-      return row(false, v_expected_seq - 1, v_entry.seq, 'row content does not match its hash');
+      return row(false, v_expected_seq - 1, v_entry.seq, 'row content does not match its hash')::app_public.audit_chain_verification;
     end if;
     v_prev := v_entry.row_hash;
     v_expected_seq := v_expected_seq + 1;
   end loop;
+  -- The head records the last row written: rows beyond it were forged, rows short of it removed.
   select * into v_head from app_private.audit_chain_heads h where h.site_id = verify_audit_chain.site_id;
-  if coalesce(v_head.last_seq, 0) <> v_expected_seq - 1 or v_head.last_hash is distinct from v_prev then
-    return row(false, v_expected_seq - 1, v_expected_seq, 'rows missing from the end of the chain');
+  if v_expected_seq - 1 > coalesce(v_head.last_seq, 0) then
+    return row(false, coalesce(v_head.last_seq, 0), coalesce(v_head.last_seq, 0) + 1, 'rows beyond the recorded head of the chain')::app_public.audit_chain_verification;
   end if;
-  return row(true, v_expected_seq - 1, null, null);
+  if coalesce(v_head.last_seq, 0) <> v_expected_seq - 1 or v_head.last_hash is distinct from v_prev then
+    return row(false, v_expected_seq - 1, v_expected_seq, 'rows missing from the end of the chain')::app_public.audit_chain_verification;
+  end if;
+  return row(true, v_expected_seq - 1, null::bigint, null::text)::app_public.audit_chain_verification;
 end;
 $$;
 
@@ -1459,7 +1482,7 @@ CREATE TRIGGER _200_issue_call_event_secret AFTER INSERT ON app_public.sites FOR
 -- Name: api_keys _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.api_keys FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id');
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.api_keys FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-last_used_at');
 
 --
 -- Name: site_members _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
@@ -1471,13 +1494,13 @@ CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.site_me
 -- Name: sites _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('id', 'id', 'updated_at');
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('id', 'id', '-updated_at');
 
 --
 -- Name: users _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_audit AFTER UPDATE OF is_platform_admin ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('no_site', 'id', 'email', 'display_name', 'created_at', 'updated_at');
+CREATE TRIGGER _500_audit AFTER UPDATE OF is_platform_admin ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('no_site', 'id', 'email', 'display_name', '-created_at', '-updated_at');
 
 --
 -- Name: site_members _900_keep_an_owner; Type: TRIGGER; Schema: app_public; Owner: -
@@ -1576,12 +1599,6 @@ CREATE POLICY delete_admin ON app_public.site_members FOR DELETE USING (((site_i
 CREATE POLICY delete_owner ON app_public.sites FOR DELETE USING ((id IN ( SELECT app_hidden.current_user_site_ids('owner'::app_public.site_role) AS current_user_site_ids)));
 
 --
--- Name: api_keys insert_admin; Type: POLICY; Schema: app_public; Owner: -
---
-
-CREATE POLICY insert_admin ON app_public.api_keys FOR INSERT WITH CHECK ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
-
---
 -- Name: site_members insert_admin; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -1630,12 +1647,6 @@ ALTER TABLE app_public.site_members ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_public.sites ENABLE ROW LEVEL SECURITY;
-
---
--- Name: api_keys update_admin; Type: POLICY; Schema: app_public; Owner: -
---
-
-CREATE POLICY update_admin ON app_public.api_keys FOR UPDATE USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
 
 --
 -- Name: site_members update_admin; Type: POLICY; Schema: app_public; Owner: -
@@ -1950,42 +1961,6 @@ GRANT ALL ON FUNCTION app_public.remove_site_member(site_id uuid, user_id uuid) 
 --
 
 GRANT SELECT ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.site_id; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(site_id) ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.name; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(name) ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.role; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(role) ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.key_prefix; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(key_prefix) ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.created_by; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT INSERT(created_by) ON TABLE app_public.api_keys TO opsmantik_visitor;
-
---
--- Name: COLUMN api_keys.revoked_at; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT UPDATE(revoked_at) ON TABLE app_public.api_keys TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION revoke_api_key(api_key_id uuid); Type: ACL; Schema: app_public; Owner: -
