@@ -5,7 +5,7 @@
  * page (`first`/`last`, literal or variable), and grafast's execution timeout.
  */
 import { depthLimit } from "@graphile/depth-limit";
-import { GraphQLError, Kind, ValidationContext, ValidationRule, ASTVisitor, valueFromASTUntyped } from "postgraphile/graphql";
+import { ASTVisitor, DocumentNode, GraphQLError, GraphQLSchema, Kind, validate, ValidationContext, ValidationRule, valueFromASTUntyped } from "postgraphile/graphql";
 
 export const MAX_DEPTH = 12;
 export const MAX_LIST_DEPTH = 4;
@@ -20,14 +20,16 @@ export const EXECUTION_TIMEOUT_MS = 15_000;
  * MAX_PAGE_PRODUCT. A connection whose size is not known while validating (no `first`, or a
  * variable without a default) is estimated at ASSUMED_PAGE_SIZE; plain object fields cost 1.
  */
-export const pageSizeLimit: ValidationRule = (context: ValidationContext): ASTVisitor => {
+export const makePageSizeLimit = (variableValues?: Readonly<Record<string, unknown>> | null): ValidationRule => (context: ValidationContext): ASTVisitor => {
   const stack: number[] = [1];
   const variables = new Map<string, unknown>();
   return {
     OperationDefinition: {
       enter(node) {
         for (const definition of node.variableDefinitions ?? []) {
-          if (definition.defaultValue) variables.set(definition.variable.name.value, valueFromASTUntyped(definition.defaultValue));
+          const name = definition.variable.name.value;
+          if (variableValues && name in variableValues) variables.set(name, variableValues[name]);
+          else if (definition.defaultValue) variables.set(name, valueFromASTUntyped(definition.defaultValue));
         }
       },
     },
@@ -60,7 +62,24 @@ export const pageSizeLimit: ValidationRule = (context: ValidationContext): ASTVi
   };
 };
 
+/** Static rules, run (and cached) when a document is validated. */
 export const validationRules: ValidationRule[] = [
-  depthLimit({ maxDepth: MAX_DEPTH, maxListDepth: MAX_LIST_DEPTH, maxIntrospectionDepth: 20, maxIntrospectionListDepth: 6 }),
-  pageSizeLimit,
+  depthLimit({
+    maxDepth: MAX_DEPTH,
+    maxListDepth: MAX_LIST_DEPTH,
+    maxIntrospectionDepth: 20,
+    maxIntrospectionListDepth: 6,
+    // The standard introspection query (GraphiQL, Ruru, codegen) nests __Type.ofType 9 deep.
+    maxDepthByFieldCoordinates: { "__Type.ofType": 10 },
+  }),
+  makePageSizeLimit(),
 ];
+
+/**
+ * Page sizes passed as variables are only known per request: this re-checks them then, and
+ * returns the errors to report (empty when the request is within bounds).
+ */
+export function pageSizeErrors(schema: GraphQLSchema, document: DocumentNode, variableValues?: Readonly<Record<string, unknown>> | null): readonly GraphQLError[] {
+  if (!variableValues || Object.keys(variableValues).length === 0) return [];
+  return validate(schema, document, [makePageSizeLimit(variableValues)]);
+}

@@ -19,15 +19,24 @@ import { recordDenial } from "../db/denials";
 import { publicDatabaseError } from "../db/errors";
 import { pgSettingsFor } from "../http/auth-context";
 import { logger } from "../logger";
-import { EXECUTION_TIMEOUT_MS, validationRules } from "./limits";
+import { EXECUTION_TIMEOUT_MS, pageSizeErrors, validationRules } from "./limits";
 
-const ValidationRulesPlugin: GraphileConfig.Plugin = {
-  name: "OpsMantikValidationRulesPlugin",
+const QueryLimitsPlugin: GraphileConfig.Plugin = {
+  name: "OpsMantikQueryLimitsPlugin",
   version: "1.0.0",
   grafserv: {
     middleware: {
       setPreset(next, event) {
         event.validationRules.push(...validationRules);
+        return next();
+      },
+    },
+  },
+  grafast: {
+    middleware: {
+      prepareArgs(next, event) {
+        const [first] = pageSizeErrors(event.args.schema, event.args.document, event.args.variableValues);
+        if (first) throw first;
         return next();
       },
     },
@@ -53,7 +62,7 @@ export function makeMaskError(ownerPool: pg.Pool | undefined) {
 export function makePreset(config: Config, pools: { auth: pg.Pool; owner?: pg.Pool }): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PgAggregatesPreset, PostGraphileConnectionFilterPreset],
-    plugins: [ValidationRulesPlugin],
+    plugins: [QueryLimitsPlugin],
     pgServices: [makePgService({ pool: pools.auth, schemas: ["app_public"] })],
     schema: {
       defaultBehavior: "-insert -update -delete -aggregates -aggregates:filterBy -aggregates:orderBy",
