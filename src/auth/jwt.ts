@@ -52,8 +52,9 @@ export function parseTtl(text: string): number {
 
 export async function signUserToken(config: Config, userId: string, ttlSeconds: number): Promise<string> {
   if (!config.jwt.secret) throw new Error("signing dashboard tokens needs JWT_SECRET (with JWKS_URL your identity provider issues them)");
-  let jwt = new SignJWT({}).setProtectedHeader({ alg: "HS256", typ: "JWT" }).setSubject(userId).setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
+  const now = Math.floor(Date.now() / 1000);
+  let jwt = new SignJWT({}).setProtectedHeader({ alg: "HS256", typ: "JWT" }).setSubject(userId).setIssuedAt(now)
+    .setExpirationTime(now + ttlSeconds);
   if (config.jwt.issuer) jwt = jwt.setIssuer(config.jwt.issuer);
   if (config.jwt.audience) jwt = jwt.setAudience(config.jwt.audience);
   return jwt.sign(config.jwt.secret);

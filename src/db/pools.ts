@@ -4,6 +4,7 @@
  */
 import pg from "pg";
 import { Config } from "../config";
+import { logger } from "../logger";
 
 export interface Pools {
   owner: pg.Pool;
@@ -14,9 +15,12 @@ export interface Pools {
 export function makePools(config: Config, { max = 10 }: { max?: number } = {}): Pools {
   const owner = new pg.Pool({ connectionString: config.databaseUrl, max: Math.max(2, Math.floor(max / 2)), application_name: "opsmantik" });
   const auth = new pg.Pool({ connectionString: config.authDatabaseUrl, max, application_name: "opsmantik-api" });
-  // A dropped idle connection must not crash the process; the pool replaces it.
-  owner.on("error", () => {});
-  auth.on("error", () => {});
+  // A connection dropped by the server (restart, idle timeout) must not crash the process: the
+  // pool discards the client and opens another. Checked-out clients get a handler too.
+  for (const pool of [owner, auth]) {
+    pool.on("error", (error) => logger.warn({ err: error.message }, "idle database connection lost"));
+    pool.on("connect", (client) => client.on("error", (error) => logger.warn({ err: error.message }, "database connection lost")));
+  }
   return {
     owner,
     auth,

@@ -34,7 +34,12 @@ export function healthHandler(ownerPool: pg.Pool) {
                (select extract(epoch from now() - max(beat_at)) from app_private.worker_heartbeats)::float8 as beat_age`);
       applied = rows[0].applied;
       beatAge = rows[0].beat_age;
-    } catch {
+    } catch (error) {
+      // The database answers but our tables are missing: not migrated yet.
+      if (["42P01", "3F000"].includes((error as { code?: string }).code ?? "")) {
+        res.status(503).json({ status: "unavailable", db: "ok", migrations: "pending", worker: "unknown" });
+        return;
+      }
       res.status(503).json({ status: "unavailable", db: "unreachable", migrations: "unknown", worker: "unknown" });
       return;
     }

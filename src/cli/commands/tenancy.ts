@@ -50,15 +50,19 @@ export const siteCreate: Command = {
       }
       await db.query("begin");
       try {
-        const { rows } = await db.query(
-          `select s.id, s.public_key, c.current_secret as call_event_secret
-             from app_private.create_site($1, $2, $3, $4, $5, $6, $7, $8, $9) s
-             join app_private.call_event_secrets c on c.site_id = s.id`,
+        const { rows: [site] } = await db.query(
+          "select id, public_key from app_private.create_site($1, $2, $3, $4, $5, $6, $7, $8, $9)",
           [owners[0].id, name, domain, consentMode, quota ?? null, rateLimit, origins,
            (values.timezone as string | undefined) ?? "UTC", ((values.currency as string | undefined) ?? "USD").toUpperCase()],
         );
+        // A separate statement: the secret is written by a trigger of the insert above, which
+        // the same statement's snapshot would not see.
+        const { rows: [secret] } = await db.query(
+          "select current_secret from app_private.call_event_secrets where site_id = $1", [site.id],
+        );
+        if (!secret) throw new Error("the site was created without a call-event secret");
         await db.query("commit");
-        return rows[0];
+        return { ...site, call_event_secret: secret.current_secret };
       } catch (error) {
         await db.query("rollback");
         throw error;
