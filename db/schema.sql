@@ -50,6 +50,26 @@ CREATE SCHEMA app_public;
 COMMENT ON SCHEMA app_public IS 'Tenant-scoped objects exposed through GraphQL. Every table is guarded by row-level security.';
 
 --
+-- Name: landing_attribution; Type: TYPE; Schema: app_hidden; Owner: -
+--
+
+CREATE TYPE app_hidden.landing_attribution AS (
+	tier text,
+	source text,
+	click_id text,
+	click_id_type text,
+	utm_source text,
+	utm_medium text,
+	utm_campaign text
+);
+
+--
+-- Name: TYPE landing_attribution; Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON TYPE app_hidden.landing_attribution IS 'What a landing URL and referrer say on their own (S3 needs the visitor''s history too).';
+
+--
 -- Name: audit_chain_verification; Type: TYPE; Schema: app_public; Owner: -
 --
 
@@ -123,6 +143,89 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.assert_site_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text) IS 'Raises OM403 unless the caller holds at least min_role on the site.';
+
+--
+-- Name: classify_landing(text, text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) RETURNS app_hidden.landing_attribution
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  r app_hidden.landing_attribution;
+  v_paid_media constant text[] := array['cpc', 'ppc', 'paid', 'paidsearch', 'paid_search', 'paid-search', 'sem', 'cpm', 'display', 'retargeting'];
+  v_paid_social_media constant text[] := array['paid_social', 'paidsocial', 'paid-social', 'social_paid', 'social-paid'];
+  v_source_network text;
+  v_referrer_host text := app_hidden.url_host(referrer);
+  v_msclkid text := app_hidden.url_param(url, 'msclkid');
+  v_click record;
+begin
+  r.utm_source := pg_catalog.lower(app_hidden.url_param(url, 'utm_source'));
+  r.utm_medium := pg_catalog.lower(app_hidden.url_param(url, 'utm_medium'));
+  r.utm_campaign := pg_catalog.lower(app_hidden.url_param(url, 'utm_campaign'));
+  v_source_network := app_hidden.social_network_of_source(r.utm_source);
+  if v_referrer_host is not null and app_hidden.host_is_on(v_referrer_host, site_domain) then
+    v_referrer_host := null;  -- self-referral
+  end if;
+
+  foreach r.click_id_type in array array['gclid', 'gbraid', 'wbraid'] loop
+    r.click_id := app_hidden.url_param(url, r.click_id_type);
+    if r.click_id is not null then
+      r.tier := 'S1'; r.source := 'google_ads';
+      return r;
+    end if;
+  end loop;
+  r.click_id_type := null;
+
+  if (r.utm_medium = any(v_paid_media) and v_source_network is null) or v_msclkid is not null then
+    r.tier := 'S2';
+    r.source := 'paid:' || coalesce(case when v_source_network is null then r.utm_source end,
+                                    case when v_msclkid is not null then 'microsoft_ads' end, 'unknown');
+    if v_msclkid is not null then r.click_id := v_msclkid; r.click_id_type := 'msclkid'; end if;
+    return r;
+  end if;
+
+  select c.name, c.network, app_hidden.url_param(url, c.name) as value into v_click
+    from (values (1, 'ttclid', 'tiktok'), (2, 'li_fat_id', 'linkedin'), (3, 'twclid', 'twitter')) as c(rank, name, network)
+   where app_hidden.url_param(url, c.name) is not null
+   order by c.rank limit 1;
+  if v_click.value is not null then
+    r.tier := 'S4'; r.source := 'paid_social:' || v_click.network;
+    r.click_id := v_click.value; r.click_id_type := v_click.name;
+    return r;
+  end if;
+  if r.utm_medium = any(v_paid_social_media) or (r.utm_medium = any(v_paid_media) and v_source_network is not null) then
+    r.tier := 'S4'; r.source := 'paid_social:' || coalesce(v_source_network, r.utm_source, 'unknown');
+    return r;
+  end if;
+
+  r.tier := 'S5';
+  if r.utm_medium in ('email', 'e-mail', 'newsletter') then
+    r.source := 'organic:email';
+  elsif app_hidden.url_param(url, 'fbclid') is not null or v_source_network is not null then
+    r.source := 'organic:social';
+  elsif r.utm_source is not null or r.utm_medium is not null or r.utm_campaign is not null
+        or app_hidden.url_param(url, 'utm_term') is not null or app_hidden.url_param(url, 'utm_content') is not null then
+    r.source := 'organic:campaign';
+  elsif v_referrer_host is null then
+    r.source := 'organic:direct';
+  elsif app_hidden.social_network_of_host(v_referrer_host) is not null then
+    r.source := 'organic:social';
+  elsif app_hidden.is_search_host(v_referrer_host) then
+    r.source := 'organic:search';
+  else
+    r.source := 'organic:referral';
+  end if;
+  return r;
+end;
+$$;
+
+--
+-- Name: FUNCTION classify_landing(url text, referrer text, site_domain text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) IS 'Tier (S1, S2, S4 or S5) and source of a landing URL and referrer on a site; S3 is decided by the sessionizer.';
 
 --
 -- Name: current_api_key_id(); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -204,6 +307,43 @@ $$;
 COMMENT ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site_role) IS 'Sites on which the request''s user or API key holds at least min_role. Use as `site_id in (select app_hidden.current_user_site_ids())`.';
 
 --
+-- Name: host_is_on(text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.host_is_on(host text, domain text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select host = domain or pg_catalog.right(host, pg_catalog.length(domain) + 1) = '.' || domain;
+$$;
+
+--
+-- Name: FUNCTION host_is_on(host text, domain text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.host_is_on(host text, domain text) IS 'True when host is the domain or one of its subdomains.';
+
+--
+-- Name: is_search_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.is_search_host(host text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select host ~ '(^|\.)(google|yandex)\.[a-z]{2,3}(\.[a-z]{2})?$'
+      or app_hidden.host_is_on(host, 'bing.com') or app_hidden.host_is_on(host, 'yahoo.com')
+      or app_hidden.host_is_on(host, 'duckduckgo.com') or app_hidden.host_is_on(host, 'baidu.com')
+      or app_hidden.host_is_on(host, 'ecosia.org') or host = 'search.brave.com';
+$_$;
+
+--
+-- Name: FUNCTION is_search_host(host text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.is_search_host(host text) IS 'True for the search engines of SPEC §7 (google.*, bing.com, yahoo.com, yandex.*, duckduckgo.com, baidu.com, ecosia.org, search.brave.com).';
+
+--
 -- Name: is_valid_timezone(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -224,6 +364,60 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.is_valid_timezone(tz text) IS 'True when PostgreSQL knows the IANA time zone.';
+
+--
+-- Name: parse_timestamptz(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.parse_timestamptz(value text) RETURNS timestamp with time zone
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+begin
+  if value !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$' then
+    return null;
+  end if;
+  return value::timestamptz;
+exception when others then
+  return null;
+end;
+$_$;
+
+--
+-- Name: FUNCTION parse_timestamptz(value text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.parse_timestamptz(value text) IS 'An ISO-8601 timestamp with zone, or null when it is not one.';
+
+--
+-- Name: percent_decode(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.percent_decode(value text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+begin
+  if pg_catalog.strpos(value, '%') = 0 then
+    return pg_catalog.replace(value, '+', ' ');
+  end if;
+  return pg_catalog.convert_from(
+    (select pg_catalog.string_agg(
+              case when m.token[1] ~ '^%[0-9A-Fa-f]{2}$' then pg_catalog.decode(pg_catalog.substr(m.token[1], 2), 'hex')
+                   else pg_catalog.convert_to(m.token[1], 'UTF8') end, ''::bytea order by m.n)
+       from pg_catalog.regexp_matches(pg_catalog.replace(value, '+', ' '), '%[0-9A-Fa-f]{2}|[^%]+|%', 'g')
+            with ordinality as m(token, n)),
+    'UTF8');
+exception when character_not_in_repertoire or untranslatable_character then
+  return pg_catalog.replace(value, '+', ' ');  -- not UTF-8 once decoded: keep it as sent
+end;
+$_$;
+
+--
+-- Name: FUNCTION percent_decode(value text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.percent_decode(value text) IS 'Decodes %XX escapes and + of a query-string value (as sent when the result is not UTF-8).';
 
 --
 -- Name: raise_forbidden(uuid, text, text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -254,6 +448,134 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.raise_forbidden(site_id uuid, action text, target_table text, target_id text) IS 'Raises OM403 with a JSON detail the HTTP layer records as a denied attempt.';
+
+--
+-- Name: social_network_of_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.social_network_of_host(host text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select n.network from (values
+      ('facebook.com', 'facebook'), ('instagram.com', 'instagram'), ('t.co', 'twitter'), ('twitter.com', 'twitter'),
+      ('x.com', 'twitter'), ('linkedin.com', 'linkedin'), ('lnkd.in', 'linkedin'), ('tiktok.com', 'tiktok'),
+      ('pinterest.com', 'pinterest'), ('reddit.com', 'reddit'), ('snapchat.com', 'snapchat')) as n(domain, network)
+   where app_hidden.host_is_on(host, n.domain)
+   limit 1;
+$$;
+
+--
+-- Name: FUNCTION social_network_of_host(host text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.social_network_of_host(host text) IS 'The social network a referrer host belongs to (l.facebook.com → facebook), or null.';
+
+--
+-- Name: social_network_of_source(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.social_network_of_source(utm_source text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select case pg_catalog.lower(utm_source)
+    when 'facebook' then 'facebook' when 'fb' then 'facebook' when 'meta' then 'meta'
+    when 'instagram' then 'instagram' when 'ig' then 'instagram'
+    when 'tiktok' then 'tiktok' when 'linkedin' then 'linkedin'
+    when 'twitter' then 'twitter' when 'x' then 'twitter'
+    when 'pinterest' then 'pinterest' when 'snapchat' then 'snapchat' when 'reddit' then 'reddit'
+  end;
+$$;
+
+--
+-- Name: FUNCTION social_network_of_source(utm_source text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.social_network_of_source(utm_source text) IS 'The social network a utm_source names (canonical name), or null.';
+
+--
+-- Name: starts_new_session(text, text, text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select coalesce((app_hidden.url_click_id(url)).click_id is distinct from session_click_id
+                  and (app_hidden.url_click_id(url)).click_id is not null, false)
+      or coalesce(pg_catalog.lower(app_hidden.url_param(url, 'utm_source')) <> session_utm_source
+                  or (session_utm_source is null and app_hidden.url_param(url, 'utm_source') is not null), false)
+      or coalesce(pg_catalog.lower(app_hidden.url_param(url, 'utm_campaign')) <> session_utm_campaign
+                  or (session_utm_campaign is null and app_hidden.url_param(url, 'utm_campaign') is not null), false);
+$$;
+
+--
+-- Name: FUNCTION starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) IS 'True when a pageview URL carries a click id, utm_source or utm_campaign that differs from the session''s.';
+
+--
+-- Name: url_click_id(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) RETURNS record
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select v.value, v.name
+    from (values (1, 'gclid'), (2, 'gbraid'), (3, 'wbraid'), (4, 'msclkid'), (5, 'ttclid'),
+                 (6, 'li_fat_id'), (7, 'twclid'), (8, 'fbclid')) as c(rank, name)
+         cross join lateral (select c.name, app_hidden.url_param(url, c.name) as value) v
+   where v.value is not null
+   order by c.rank
+   limit 1;
+$$;
+
+--
+-- Name: FUNCTION url_click_id(url text, OUT click_id text, OUT click_id_type text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) IS 'The first ad click id a URL carries (gclid > gbraid > wbraid > msclkid > ttclid > li_fat_id > twclid > fbclid).';
+
+--
+-- Name: url_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.url_host(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.lower(pg_catalog.substring(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'));
+$$;
+
+--
+-- Name: FUNCTION url_host(url text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.url_host(url text) IS 'Lower-cased host of an absolute URL, or null.';
+
+--
+-- Name: url_param(text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.url_param(url text, name text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select nullif(pg_catalog.btrim(app_hidden.percent_decode(pg_catalog.substr(p.pair, pg_catalog.length(url_param.name) + 2))), '')
+    from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as p(pair, n)
+   where pg_catalog.starts_with(p.pair, url_param.name || '=')
+   order by p.n
+   limit 1;
+$$;
+
+--
+-- Name: FUNCTION url_param(url text, name text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.url_param(url text, name text) IS 'First value of a query parameter (name matched as written), decoded and trimmed; null when absent or empty.';
 
 --
 -- Name: append_audit(uuid, text, text, text, jsonb, jsonb, uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -554,6 +876,41 @@ COMMENT ON COLUMN app_public.sites.created_at IS 'When the site was created.';
 COMMENT ON COLUMN app_public.sites.updated_at IS 'When the site''s settings last changed.';
 
 --
+-- Name: check_rate_limit(app_public.sites, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_window timestamptz := pg_catalog.date_trunc('minute', pg_catalog.now());
+  v_ip_hash bytea;
+  v_hits bigint;
+begin
+  if site.rate_limit_per_minute = 0 or client_ip is null then
+    return;
+  end if;
+  v_ip_hash := public.hmac(pg_catalog.convert_to(client_ip, 'UTF8'), app_private.daily_salt(v_window::date), 'sha256');
+  insert into app_private.rate_counters as r (site_id, ip_hash, window_start, slot, hits)
+  values (site.id, v_ip_hash, v_window, pg_catalog.pg_backend_pid() % 16, 1)
+  on conflict (site_id, ip_hash, window_start, slot) do update set hits = r.hits + 1;
+  select pg_catalog.sum(r.hits) into v_hits from app_private.rate_counters r
+   where r.site_id = site.id and r.ip_hash = v_ip_hash and r.window_start = v_window;
+  if v_hits > site.rate_limit_per_minute then
+    raise exception using errcode = 'OM429', message = 'Too many requests.',
+      detail = pg_catalog.ceil(extract(epoch from v_window + interval '1 minute' - pg_catalog.now()))::text;
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION check_rate_limit(site app_public.sites, client_ip text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
+
+--
 -- Name: create_site(uuid, text, text, text, bigint, integer, text[], text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -580,6 +937,352 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text) IS 'Creates a site with its first owner. Used by the CLI and by app_public.create_site.';
+
+--
+-- Name: daily_salt(date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.daily_salt(day date) RETURNS bytea
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_salt bytea;
+begin
+  select d.salt into v_salt from app_private.daily_salts d where d.day = daily_salt.day;
+  if v_salt is null then
+    insert into app_private.daily_salts (day) values (daily_salt.day) on conflict do nothing;
+    select d.salt into v_salt from app_private.daily_salts d where d.day = daily_salt.day;
+  end if;
+  return v_salt;
+end;
+$$;
+
+--
+-- Name: FUNCTION daily_salt(day date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.daily_salt(day date) IS 'The salt of a UTC day, created on first use.';
+
+--
+-- Name: effective_consent(app_public.sites, jsonb, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.jsonb_build_object(
+           'analytics_storage', v.d, 'ad_storage', v.d, 'ad_user_data', v.d, 'ad_personalization', v.d)
+         || coalesce(own, recorded, '{}'::jsonb)
+    from (select case when site.consent_mode = 'implied' then 'granted' else 'denied' end as d) v;
+$$;
+
+--
+-- Name: FUNCTION effective_consent(site app_public.sites, own jsonb, recorded jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) IS 'The consent signals that apply to an event.';
+
+--
+-- Name: ensure_quota_shards(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_shards constant integer := 16;
+  v_left bigint;
+begin
+  if site.monthly_event_quota is null
+     or exists (select 1 from app_private.quota_shards q where q.site_id = site.id and q.period = ensure_quota_shards.period) then
+    return;
+  end if;
+  select greatest(site.monthly_event_quota - pg_catalog.count(*), 0) into v_left
+    from app_public.ingest_idempotency l
+   where l.site_id = site.id and l.billable
+     and l.occurred_at >= ensure_quota_shards.period and l.occurred_at < ensure_quota_shards.period + interval '1 month';
+  insert into app_private.quota_shards (site_id, period, shard, remaining)
+  select site.id, ensure_quota_shards.period, s, v_left / v_shards + case when s < v_left % v_shards then 1 else 0 end
+    from pg_catalog.generate_series(0, v_shards - 1) as s
+  on conflict do nothing;
+end;
+$$;
+
+--
+-- Name: FUNCTION ensure_quota_shards(site app_public.sites, period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) IS 'Creates the 16 quota shards of a site and month on first use, holding the quota left.';
+
+--
+-- Name: event_problem(jsonb, app_public.sites, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) RETURNS record
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_ts timestamptz;
+  v_url text;
+  v_host text;
+begin
+  if pg_catalog.jsonb_typeof(event) is distinct from 'object' then
+    code := 'invalid_event'; message := 'An event must be a JSON object with valid strings.'; return;
+  end if;
+  if pg_catalog.jsonb_typeof(event -> 'id') is distinct from 'string'
+     or event ->> 'id' !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    code := 'invalid_event'; message := 'id must be a UUID.'; return;
+  end if;
+  if pg_catalog.jsonb_typeof(event -> 'type') is distinct from 'string' or event ->> 'type' !~ '^[a-z][a-z0-9_]{0,39}$' then
+    code := 'invalid_event'; message := 'type must match ^[a-z][a-z0-9_]{0,39}$.'; return;
+  end if;
+  if pg_catalog.jsonb_typeof(event -> 'visitor_id') is distinct from 'string' or event ->> 'visitor_id' !~ '^[A-Za-z0-9_-]{1,64}$' then
+    code := 'invalid_event'; message := 'visitor_id must be 1 to 64 letters, digits, _ or -.'; return;
+  end if;
+  v_ts := case when pg_catalog.jsonb_typeof(event -> 'ts') = 'string' then app_hidden.parse_timestamptz(event ->> 'ts') end;
+  if v_ts is null then
+    code := 'invalid_ts'; message := 'ts must be an ISO-8601 time with a zone.'; return;
+  end if;
+  if v_ts < event_problem.now - interval '7 days' or v_ts > event_problem.now + interval '5 minutes' then
+    code := 'invalid_ts'; message := 'ts must lie between 7 days ago and 5 minutes from now.'; return;
+  end if;
+  if event ? 'url' and pg_catalog.jsonb_typeof(event -> 'url') <> 'null' then
+    v_url := event ->> 'url';
+    if pg_catalog.jsonb_typeof(event -> 'url') <> 'string' or pg_catalog.length(v_url) > 2048
+       or v_url !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$' then
+      code := 'invalid_event'; message := 'url must be an absolute http(s) URL of at most 2048 characters.'; return;
+    end if;
+    v_host := app_hidden.url_host(v_url);
+    if v_host is null or not app_hidden.host_is_on(v_host, site.domain) then
+      code := 'url_not_on_site'; message := 'url is not on the site''s domain.'; return;
+    end if;
+  elsif event ->> 'type' = 'pageview' then
+    code := 'invalid_event'; message := 'A pageview needs a url.'; return;
+  end if;
+  if event ? 'referrer' and pg_catalog.jsonb_typeof(event -> 'referrer') <> 'null' and event ->> 'referrer' <> ''
+     and (pg_catalog.jsonb_typeof(event -> 'referrer') <> 'string' or pg_catalog.length(event ->> 'referrer') > 2048
+          or event ->> 'referrer' !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$') then
+    code := 'invalid_event'; message := 'referrer must be an absolute http(s) URL or empty.'; return;
+  end if;
+  if event ? 'title' and pg_catalog.jsonb_typeof(event -> 'title') <> 'null'
+     and (pg_catalog.jsonb_typeof(event -> 'title') <> 'string' or pg_catalog.length(event ->> 'title') > 1000) then
+    code := 'invalid_event'; message := 'title must be a string of at most 1000 characters.'; return;
+  end if;
+  if event ? 'props' and pg_catalog.jsonb_typeof(event -> 'props') <> 'null'
+     and (pg_catalog.jsonb_typeof(event -> 'props') <> 'object' or pg_catalog.octet_length((event -> 'props')::text) > 4096
+          or pg_catalog.jsonb_path_exists(event -> 'props', 'strict $.**{4 to last}')) then
+    code := 'invalid_event'; message := 'props must be an object of at most 4 KiB, nested at most 3 levels.'; return;
+  end if;
+  if event ? 'consent' and pg_catalog.jsonb_typeof(event -> 'consent') <> 'null' and not app_private.valid_consent(event -> 'consent') then
+    code := 'invalid_event'; message := 'consent must map Consent Mode signals to granted or denied.'; return;
+  end if;
+  if event ? 'device' and pg_catalog.jsonb_typeof(event -> 'device') <> 'null'
+     and (pg_catalog.jsonb_typeof(event -> 'device') <> 'object' or pg_catalog.octet_length((event -> 'device')::text) > 1024
+          or exists (select 1 from pg_catalog.jsonb_each(event -> 'device') d where pg_catalog.jsonb_typeof(d.value) <> 'string')) then
+    code := 'invalid_event'; message := 'device must be an object of strings of at most 1 KiB.'; return;
+  end if;
+end;
+$_$;
+
+--
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) IS 'Validates one tracker event (SPEC §5.1); returns an event-level error code and message, or nulls.';
+
+--
+-- Name: find_site(text, text, text[], text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) RETURNS app_public.sites
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site app_public.sites;
+begin
+  select * into v_site from app_public.sites s where s.public_key = find_site.public_key;
+  if v_site.id is null then
+    raise exception using errcode = 'OMUSK', message = 'Unknown site key.';
+  end if;
+  if not app_private.origin_allowed(v_site, find_site.origin, find_site.global_origins) then
+    raise exception using errcode = 'OMORG', message = 'This origin may not send events for the site.';
+  end if;
+  perform app_private.check_rate_limit(v_site, find_site.client_ip);
+  return v_site;
+end;
+$$;
+
+--
+-- Name: FUNCTION find_site(public_key text, origin text, global_origins text[], client_ip text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) IS 'The site of a public key, after the origin check (OMORG) and the rate limit (OM429); OMUSK when unknown.';
+
+--
+-- Name: ingest_cleanup(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.ingest_cleanup() RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_counters bigint;
+  v_salts bigint;
+begin
+  delete from app_private.rate_counters r where r.window_start < pg_catalog.now() - interval '2 minutes';
+  get diagnostics v_counters = row_count;
+  -- Past 8 days no late event can need the salt; deleting it makes those hashes unlinkable.
+  delete from app_private.daily_salts d where d.day < (pg_catalog.now() at time zone 'UTC')::date - 8;
+  get diagnostics v_salts = row_count;
+  return pg_catalog.jsonb_build_object('rate_counters', v_counters, 'daily_salts', v_salts);
+end;
+$$;
+
+--
+-- Name: FUNCTION ingest_cleanup(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.ingest_cleanup() IS 'Deletes spent rate-limit counters and daily salts older than 8 days.';
+
+--
+-- Name: ingest_events(text, jsonb, text, text, text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[] DEFAULT '{}'::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site app_public.sites;
+  v_now timestamptz := pg_catalog.now();
+  v_is_bot boolean;
+  v_salt bytea;
+  v_rejected jsonb := '[]';
+  v_valid jsonb := '[]';
+  v_visitor_hash bytea;
+  v_accepted integer := 0;
+  v_duplicates integer := 0;
+  v_event record;
+  v_problem record;
+  v_consent jsonb;
+  v_consents jsonb := '{}';
+  v_granted boolean;
+  v_visitor_key text;
+  v_period date;
+  v_billable boolean;
+  v_session_id uuid;
+  v_rebuild_since timestamptz;
+  v_rebuild_since_event_id uuid;
+  v_inserted boolean;
+begin
+  v_site := app_private.find_site(ingest_events.public_key, ingest_events.origin, ingest_events.global_origins, ingest_events.client_ip);
+  if pg_catalog.jsonb_typeof(ingest_events.events) <> 'array' or pg_catalog.jsonb_array_length(ingest_events.events) not between 1 and 100 then
+    raise exception using errcode = 'OMENV', message = 'events must be an array of 1 to 100 events.';
+  end if;
+  v_is_bot := exists (select 1 from app_private.bot_user_agents b
+                       where pg_catalog.strpos(pg_catalog.lower(coalesce(ingest_events.user_agent, '')), b.pattern) > 0);
+  select s.salt into v_salt from app_private.site_salts s where s.site_id = v_site.id;
+
+  -- Validate everything first, then lock every visitor of the batch in one sorted pass.
+  for v_event in select e.value, e.ordinal - 1 as ordinal from pg_catalog.jsonb_array_elements(ingest_events.events) with ordinality as e(value, ordinal) loop
+    select * into v_problem from app_private.event_problem(v_event.value, v_site, v_now);
+    if v_problem.code is not null then
+      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', v_problem.code, 'message', v_problem.message);
+    else
+      v_valid := v_valid || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('ordinal', v_event.ordinal, 'event', v_event.value));
+    end if;
+  end loop;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(v_site.id::text || '/' || b.visitor_id, 0))
+     from (select distinct v.value -> 'event' ->> 'visitor_id' as visitor_id
+             from pg_catalog.jsonb_array_elements(v_valid) v order by 1) b;
+
+  for v_event in
+    select (v.value ->> 'ordinal')::integer as ordinal, v.value -> 'event' as event, (v.value -> 'event' ->> 'id')::uuid as id,
+           (v.value -> 'event' ->> 'ts')::timestamptz as occurred_at, v.value -> 'event' ->> 'visitor_id' as visitor_id
+      from pg_catalog.jsonb_array_elements(v_valid) v
+     order by 5, 4, 3
+  loop
+    if exists (select 1 from app_public.ingest_idempotency l
+                where l.site_id = v_site.id and l.idempotency_key = v_event.id
+                  and l.occurred_at between v_event.occurred_at - interval '8 days' and v_event.occurred_at + interval '8 days') then
+      v_duplicates := v_duplicates + 1;
+      continue;
+    end if;
+    -- The ledger row first: a concurrent copy of this event waits here for ours and then
+    -- counts as a duplicate. Only a new event consumes quota; over quota, the row goes again.
+    v_period := pg_catalog.date_trunc('month', v_event.occurred_at at time zone 'UTC')::date;
+    v_billable := not v_is_bot;
+    if v_billable then
+      perform app_private.ensure_quota_shards(v_site, v_period);
+    end if;
+    insert into app_public.ingest_idempotency (site_id, idempotency_key, occurred_at, received_at, billable, reason)
+    values (v_site.id, v_event.id, v_event.occurred_at, v_now, v_billable, case when v_is_bot then 'bot' end)
+    on conflict do nothing
+    returning true into v_inserted;
+    if v_inserted is null then
+      v_duplicates := v_duplicates + 1;
+      continue;
+    end if;
+    v_inserted := null;
+    if v_billable and not app_private.take_quota(v_site, v_period) then
+      delete from app_public.ingest_idempotency l
+       where l.site_id = v_site.id and l.idempotency_key = v_event.id and l.occurred_at = v_event.occurred_at;
+      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', 'quota_exceeded',
+                                                                'message', 'The site''s monthly event quota is used up.');
+      continue;
+    end if;
+
+    -- Consent decides what is kept: without analytics consent no raw visitor id, no device
+    -- data, and the visitor is known only by a hash whose salt changes every day.
+    if not v_consents ? v_event.visitor_id then
+      v_visitor_hash := public.hmac(pg_catalog.convert_to(v_event.visitor_id, 'UTF8'), v_salt, 'sha256');
+      v_consents := v_consents || pg_catalog.jsonb_build_object(v_event.visitor_id,
+                      coalesce(app_private.latest_consent(v_site.id, v_visitor_hash), 'null'::jsonb));
+    end if;
+    v_consent := app_private.effective_consent(v_site, nullif(v_event.event -> 'consent', 'null'::jsonb),
+                                               nullif(v_consents -> v_event.visitor_id, 'null'::jsonb));
+    v_granted := v_consent ->> 'analytics_storage' = 'granted';
+    v_visitor_key := case when v_granted then v_event.visitor_id
+                          else 'h:' || pg_catalog.encode(pg_catalog.substr(public.hmac(pg_catalog.convert_to(v_site.id::text || '/' || v_event.visitor_id, 'UTF8'),
+                                 app_private.daily_salt((v_event.occurred_at at time zone 'UTC')::date), 'sha256'), 1, 16), 'hex') end;
+
+    v_session_id := null;
+    v_rebuild_since := null;
+    if not v_is_bot then
+      select p.session_id, p.rebuild_since, p.rebuild_since_event_id into v_session_id, v_rebuild_since, v_rebuild_since_event_id
+        from app_private.place_event(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
+        v_event.id, v_event.occurred_at, v_event.event ->> 'type', v_event.event ->> 'url',
+        nullif(v_event.event ->> 'referrer', ''), v_site.domain) p;
+    end if;
+    insert into app_public.events (site_id, id, occurred_at, received_at, type, visitor_key, visitor_id, session_id,
+                                   url, referrer, title, props, device, consent, is_bot)
+    values (v_site.id, v_event.id, v_event.occurred_at, v_now, v_event.event ->> 'type', v_visitor_key,
+            case when v_granted then v_event.visitor_id end, v_session_id,
+            v_event.event ->> 'url', nullif(v_event.event ->> 'referrer', ''), v_event.event ->> 'title',
+            coalesce(nullif(v_event.event -> 'props', 'null'::jsonb), '{}'),
+            case when v_granted then nullif(v_event.event -> 'device', 'null'::jsonb) end, v_consent, v_is_bot);
+    if v_rebuild_since is not null then
+      perform app_private.rebuild_sessions(v_site.id, v_visitor_key, v_rebuild_since, v_rebuild_since_event_id, v_site.domain);
+    end if;
+    v_accepted := v_accepted + 1;
+  end loop;
+
+  return pg_catalog.jsonb_build_object('accepted', v_accepted, 'duplicates', v_duplicates,
+    'rejected', (select coalesce(pg_catalog.jsonb_agg(r order by (r ->> 'index')::int), '[]') from pg_catalog.jsonb_array_elements(v_rejected) r));
+end;
+$$;
+
+--
+-- Name: FUNCTION ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) IS 'POST /api/sync in one call: returns {accepted, duplicates, rejected[]}; raises OMUSK, OMORG, OM429 or OMENV for the whole request.';
 
 --
 -- Name: issue_api_key(uuid, app_public.site_role, text, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -610,6 +1313,48 @@ $$;
 COMMENT ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid) IS 'Creates an API key and returns it once. Callers check authority first.';
 
 --
+-- Name: latest_consent(uuid, bytea); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.jsonb_build_object('analytics_storage', c.analytics_storage, 'ad_storage', c.ad_storage,
+                                       'ad_user_data', c.ad_user_data, 'ad_personalization', c.ad_personalization)
+    from app_public.consents c
+   where c.site_id = latest_consent.site_id and c.visitor_hash = latest_consent.visitor_hash
+   order by c.recorded_at desc, c.id desc
+   limit 1;
+$$;
+
+--
+-- Name: FUNCTION latest_consent(site_id uuid, visitor_hash bytea); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) IS 'A visitor''s latest recorded consent choice.';
+
+--
+-- Name: maintain_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.maintain_partitions() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform partman.run_maintenance(p_analyze := false, p_jobmon := false);
+  return app_private.secure_partitions();
+end;
+$$;
+
+--
+-- Name: FUNCTION maintain_partitions(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.maintain_partitions() IS 'pg_partman maintenance (creates partitions 4 months ahead, applies retention), then secures new partitions.';
+
+--
 -- Name: new_call_event_secret(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -625,6 +1370,418 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.new_call_event_secret() IS 'A fresh 256-bit call-event signing secret.';
+
+--
+-- Name: sessions; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sessions (
+    site_id uuid NOT NULL,
+    id uuid NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    ended_at timestamp with time zone NOT NULL,
+    first_event_id uuid NOT NULL,
+    last_event_id uuid NOT NULL,
+    visitor_key text NOT NULL,
+    visitor_id text,
+    event_count integer NOT NULL,
+    landing_url text,
+    referrer text,
+    attribution_tier text NOT NULL,
+    attribution_source text NOT NULL,
+    click_id text,
+    click_id_type text,
+    assisting_click_id text,
+    assisting_click_id_type text,
+    assisting_session_id uuid,
+    utm_source text,
+    utm_medium text,
+    utm_campaign text,
+    CONSTRAINT sessions_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text])))
+)
+PARTITION BY RANGE (started_at);
+
+--
+-- Name: TABLE sessions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sessions IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy +groupedAggregates
+Visits, derived from events: a visitor''s events with no gap over 30 minutes and no new campaign. Re-derived when late events arrive, so the same events always give the same sessions.';
+
+--
+-- Name: COLUMN sessions.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.site_id IS 'The site.';
+
+--
+-- Name: COLUMN sessions.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.id IS 'Derived from the session''s first event, so it is the same whatever order events arrived in.';
+
+--
+-- Name: COLUMN sessions.started_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.started_at IS 'Time of the first event.';
+
+--
+-- Name: COLUMN sessions.ended_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.ended_at IS 'Time of the last event.';
+
+--
+-- Name: COLUMN sessions.first_event_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.first_event_id IS 'Id of the first event (the session''s id is derived from it).';
+
+--
+-- Name: COLUMN sessions.last_event_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.last_event_id IS 'Id of the last event (ties in time are ordered by id).';
+
+--
+-- Name: COLUMN sessions.visitor_key; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.visitor_key IS 'The visitor (see events.visitor_key).';
+
+--
+-- Name: COLUMN sessions.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.visitor_id IS 'The tracker''s visitor id, only with analytics consent.';
+
+--
+-- Name: COLUMN sessions.event_count; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.event_count IS 'Events in the session.';
+
+--
+-- Name: COLUMN sessions.landing_url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.landing_url IS 'URL of the first event.';
+
+--
+-- Name: COLUMN sessions.referrer; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.referrer IS 'Referrer of the first event.';
+
+--
+-- Name: COLUMN sessions.attribution_tier; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.attribution_tier IS 'S1 Google Ads click, S2 other paid search, S3 ads-assisted (an S1/S2 session of the visitor in the 90 days before), S4 paid social, S5 organic.';
+
+--
+-- Name: COLUMN sessions.attribution_source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.attribution_source IS 'Detail: google_ads, paid:<source>, ads_assisted, paid_social:<network>, organic:<direct|search|social|email|referral|campaign>.';
+
+--
+-- Name: COLUMN sessions.click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.click_id IS 'The ad click id of the landing URL (gclid, gbraid, wbraid, msclkid, ttclid, li_fat_id or twclid).';
+
+--
+-- Name: COLUMN sessions.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.click_id_type IS 'Which parameter click_id came from.';
+
+--
+-- Name: COLUMN sessions.assisting_click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.assisting_click_id IS 'For S3: the click id of the assisting S1/S2 session, used for conversion uploads.';
+
+--
+-- Name: COLUMN sessions.assisting_click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.assisting_click_id_type IS 'Which parameter assisting_click_id came from.';
+
+--
+-- Name: COLUMN sessions.assisting_session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.assisting_session_id IS 'For S3: the assisting session.';
+
+--
+-- Name: COLUMN sessions.utm_source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.utm_source IS 'utm_source of the landing URL, lower-cased.';
+
+--
+-- Name: COLUMN sessions.utm_medium; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.utm_medium IS 'utm_medium of the landing URL, lower-cased.';
+
+--
+-- Name: COLUMN sessions.utm_campaign; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sessions.utm_campaign IS 'utm_campaign of the landing URL, lower-cased.';
+
+--
+-- Name: open_session(uuid, text, text, uuid, timestamp with time zone, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text) RETURNS app_public.sessions
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_landing app_hidden.landing_attribution := app_hidden.classify_landing(open_session.url, open_session.referrer, open_session.site_domain);
+  v_assist record;
+  v_session app_public.sessions;
+  v_any_click record;
+begin
+  select * into v_any_click from app_hidden.url_click_id(open_session.url);
+  v_session.site_id := open_session.site_id;
+  v_session.id := app_private.session_id_for(open_session.site_id, open_session.event_id);
+  v_session.started_at := open_session.occurred_at;
+  v_session.ended_at := open_session.occurred_at;
+  v_session.first_event_id := open_session.event_id;
+  v_session.last_event_id := open_session.event_id;
+  v_session.visitor_key := open_session.visitor_key;
+  v_session.visitor_id := open_session.visitor_id;
+  v_session.event_count := 1;
+  v_session.landing_url := open_session.url;
+  v_session.referrer := nullif(open_session.referrer, '');
+  v_session.attribution_tier := v_landing.tier;
+  v_session.attribution_source := v_landing.source;
+  v_session.click_id := coalesce(v_landing.click_id, v_any_click.click_id);
+  v_session.click_id_type := case when v_landing.click_id is not null then v_landing.click_id_type else v_any_click.click_id_type end;
+  v_session.utm_source := v_landing.utm_source;
+  v_session.utm_medium := v_landing.utm_medium;
+  v_session.utm_campaign := v_landing.utm_campaign;
+  if v_landing.tier not in ('S1', 'S2') then
+    select s.id, s.click_id, s.click_id_type into v_assist
+      from app_public.sessions s
+     where s.site_id = open_session.site_id and s.visitor_key = open_session.visitor_key
+       and s.started_at >= open_session.occurred_at - interval '90 days'
+       and s.started_at < open_session.occurred_at
+       and s.attribution_tier in ('S1', 'S2')
+     order by s.started_at desc
+     limit 1;
+    if v_assist.id is not null then
+      v_session.attribution_tier := 'S3';
+      v_session.attribution_source := 'ads_assisted';
+      v_session.assisting_session_id := v_assist.id;
+      v_session.assisting_click_id := v_assist.click_id;
+      v_session.assisting_click_id_type := v_assist.click_id_type;
+    end if;
+  end if;
+  return v_session;
+end;
+$$;
+
+--
+-- Name: FUNCTION open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text) IS 'Builds the session an event opens, attributing it (S3 from the visitor''s sessions of the 90 days before).';
+
+--
+-- Name: origin_allowed(app_public.sites, text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.origin_allowed(site app_public.sites, origin text, global_origins text[]) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select origin is not null
+     and (pg_catalog.lower(origin) = any(site.allowed_origins) or pg_catalog.lower(origin) = any(global_origins));
+$$;
+
+--
+-- Name: FUNCTION origin_allowed(site app_public.sites, origin text, global_origins text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.origin_allowed(site app_public.sites, origin text, global_origins text[]) IS 'True when a browser Origin is in the site''s allowed_origins or the global list. A missing Origin is refused.';
+
+--
+-- Name: origin_known(text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.origin_known(origin text, global_origins text[] DEFAULT '{}'::text[]) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.lower(origin_known.origin) = any(origin_known.global_origins)
+      or exists (select 1 from app_public.sites s where s.allowed_origins @> array[pg_catalog.lower(origin_known.origin)]);
+$$;
+
+--
+-- Name: FUNCTION origin_known(origin text, global_origins text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.origin_known(origin text, global_origins text[]) IS 'True when some site (or the global list) allows the origin: the CORS preflight check.';
+
+--
+-- Name: place_event(uuid, text, text, uuid, timestamp with time zone, text, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) RETURNS record
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_previous record;
+  v_session app_public.sessions;
+begin
+  select e.occurred_at, e.session_id into v_previous
+    from app_public.events e
+   where e.site_id = place_event.site_id and e.visitor_key = place_event.visitor_key
+     and e.occurred_at >= place_event.occurred_at - interval '30 minutes' and not e.is_bot
+     and (e.occurred_at, e.id) < (place_event.occurred_at, place_event.event_id)
+   order by e.occurred_at desc, e.id desc
+   limit 1;
+  if v_previous.session_id is not null then
+    select * into v_session from app_public.sessions s
+     where s.site_id = place_event.site_id and s.id = v_previous.session_id
+       and s.started_at <= v_previous.occurred_at and s.started_at > v_previous.occurred_at - interval '35 days';
+  end if;
+
+  if exists (select 1 from app_public.events e
+              where e.site_id = place_event.site_id and e.visitor_key = place_event.visitor_key
+                and e.occurred_at >= place_event.occurred_at and not e.is_bot
+                and (e.occurred_at, e.id) > (place_event.occurred_at, place_event.event_id)) then
+    rebuild_since := coalesce(v_session.started_at, place_event.occurred_at);
+    rebuild_since_event_id := coalesce(v_session.first_event_id, place_event.event_id);
+    return;
+  end if;
+
+  if v_session.id is not null
+     and not (place_event.type = 'pageview'
+              and app_hidden.starts_new_session(place_event.url, v_session.click_id, v_session.utm_source, v_session.utm_campaign)) then
+    update app_public.sessions s
+       set ended_at = place_event.occurred_at, last_event_id = place_event.event_id, event_count = s.event_count + 1
+     where s.site_id = v_session.site_id and s.id = v_session.id and s.started_at = v_session.started_at;
+  else
+    v_session := app_private.open_session(place_event.site_id, place_event.visitor_key, place_event.visitor_id,
+                                          place_event.event_id, place_event.occurred_at, place_event.url,
+                                          place_event.referrer, place_event.site_domain);
+    insert into app_public.sessions select v_session.*;
+  end if;
+  session_id := v_session.id;
+end;
+$$;
+
+--
+-- Name: FUNCTION place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) IS 'Extends or opens the visitor''s last session for an in-order event (returns session_id), or says from when to re-derive sessions for a late one (rebuild_since).';
+
+--
+-- Name: rebuild_sessions(uuid, text, timestamp with time zone, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_event record;
+  v_current app_public.sessions;
+  v_event_ids uuid[] := '{}';
+  v_event_times timestamptz[] := '{}';
+  v_session_ids uuid[] := '{}';
+begin
+  delete from app_public.sessions s
+   where s.site_id = rebuild_sessions.site_id and s.visitor_key = rebuild_sessions.visitor_key
+     and s.started_at >= rebuild_sessions.since
+     and (s.started_at, s.first_event_id) >= (rebuild_sessions.since, rebuild_sessions.since_event_id);
+  for v_event in
+    select e.id, e.occurred_at, e.type, e.url, e.referrer, e.visitor_id
+      from app_public.events e
+     where e.site_id = rebuild_sessions.site_id and e.visitor_key = rebuild_sessions.visitor_key
+       and e.occurred_at >= rebuild_sessions.since and not e.is_bot
+       and (e.occurred_at, e.id) >= (rebuild_sessions.since, rebuild_sessions.since_event_id)
+     order by e.occurred_at, e.id
+  loop
+    if v_current.id is null
+       or v_event.occurred_at - v_current.ended_at > interval '30 minutes'
+       or (v_event.type = 'pageview'
+           and app_hidden.starts_new_session(v_event.url, v_current.click_id, v_current.utm_source, v_current.utm_campaign)) then
+      if v_current.id is not null then
+        insert into app_public.sessions select v_current.*;
+      end if;
+      v_current := app_private.open_session(rebuild_sessions.site_id, rebuild_sessions.visitor_key, v_event.visitor_id,
+                                            v_event.id, v_event.occurred_at, v_event.url, v_event.referrer, rebuild_sessions.site_domain);
+    else
+      v_current.ended_at := v_event.occurred_at;
+      v_current.last_event_id := v_event.id;
+      v_current.event_count := v_current.event_count + 1;
+    end if;
+    v_event_ids := v_event_ids || v_event.id;
+    v_event_times := v_event_times || v_event.occurred_at;
+    v_session_ids := v_session_ids || v_current.id;
+  end loop;
+  if v_current.id is not null then
+    insert into app_public.sessions select v_current.*;
+  end if;
+  update app_public.events e set session_id = m.session_id
+    from unnest(v_event_ids, v_event_times, v_session_ids) as m(event_id, occurred_at, session_id)
+   where e.site_id = rebuild_sessions.site_id and e.id = m.event_id and e.occurred_at = m.occurred_at
+     and e.session_id is distinct from m.session_id;
+end;
+$$;
+
+--
+-- Name: FUNCTION rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) IS 'Deletes a visitor''s sessions from the event (since, since_event_id) on and derives them again from the events.';
+
+--
+-- Name: record_consent(text, text, jsonb, text, text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[] DEFAULT '{}'::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_site app_public.sites;
+  v_full jsonb;
+begin
+  v_site := app_private.find_site(record_consent.public_key, record_consent.origin, record_consent.global_origins, record_consent.client_ip);
+  if record_consent.visitor_id is null or record_consent.visitor_id !~ '^[A-Za-z0-9_-]{1,64}$' then
+    raise exception using errcode = 'OMENV', message = 'visitor_id must be 1 to 64 letters, digits, _ or -.';
+  end if;
+  if not app_private.valid_consent(record_consent.consent) then
+    raise exception using errcode = 'OMENV', message = 'consent must map Consent Mode signals to granted or denied.';
+  end if;
+  -- Signals the banner did not send are recorded as denied: proof must never overstate consent.
+  v_full := pg_catalog.jsonb_build_object('analytics_storage', 'denied', 'ad_storage', 'denied',
+                                          'ad_user_data', 'denied', 'ad_personalization', 'denied') || record_consent.consent;
+  insert into app_public.consents (site_id, visitor_hash, analytics_storage, ad_storage, ad_user_data, ad_personalization)
+  select v_site.id, public.hmac(pg_catalog.convert_to(record_consent.visitor_id, 'UTF8'), s.salt, 'sha256'), v_full ->> 'analytics_storage',
+         v_full ->> 'ad_storage', v_full ->> 'ad_user_data', v_full ->> 'ad_personalization'
+    from app_private.site_salts s where s.site_id = v_site.id;
+  return pg_catalog.jsonb_build_object('recorded', true, 'consent', v_full);
+end;
+$_$;
+
+--
+-- Name: FUNCTION record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]) IS 'POST /api/consent: appends the visitor''s choice to consents (proof of consent).';
 
 --
 -- Name: record_denied_attempt(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
@@ -670,6 +1827,100 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.record_worker_heartbeat(worker_name text) IS 'Upserts a worker''s heartbeat.';
+
+--
+-- Name: secure_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.secure_partitions() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_child regclass;
+  v_count integer := 0;
+begin
+  for v_child in
+    select c.oid::regclass from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+     where n.nspname in ('app_public', 'app_private') and c.relkind in ('r', 'p') and c.relispartition
+       and not c.relrowsecurity
+  loop
+    execute pg_catalog.format('alter table %s enable row level security', v_child);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION secure_partitions(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.secure_partitions() IS 'Enables row-level security on partitions that lack it; returns how many it fixed.';
+
+--
+-- Name: session_id_for(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) RETURNS uuid
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.md5(site_id::text || '/' || first_event_id::text)::uuid;
+$$;
+
+--
+-- Name: FUNCTION session_id_for(site_id uuid, first_event_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) IS 'Deterministic session id from the site and the session''s first event.';
+
+--
+-- Name: take_quota(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.take_quota(site app_public.sites, period date) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_own smallint := (pg_catalog.pg_backend_pid() % 16)::smallint;
+  v_holding boolean := pg_catalog.current_setting('app.holds_quota_shard', true) = 'on';
+  v_shard smallint;
+begin
+  if site.monthly_event_quota is null then
+    return true;
+  end if;
+  -- Our own shard first, then any shard nobody holds; wait for a busy one only while holding
+  -- none, so that waiting transactions never hold what others wait for.
+  select q.shard into v_shard from app_private.quota_shards q
+   where q.site_id = site.id and q.period = take_quota.period and q.shard = v_own and q.remaining > 0
+   for update skip locked;
+  if v_shard is null then
+    select q.shard into v_shard from app_private.quota_shards q
+     where q.site_id = site.id and q.period = take_quota.period and q.remaining > 0
+     order by q.shard limit 1 for update skip locked;
+  end if;
+  if v_shard is null and not v_holding then
+    select q.shard into v_shard from app_private.quota_shards q
+     where q.site_id = site.id and q.period = take_quota.period and q.remaining > 0
+     order by q.shard limit 1 for update;
+  end if;
+  if v_shard is null then
+    return false;
+  end if;
+  update app_private.quota_shards q set remaining = q.remaining - 1
+   where q.site_id = site.id and q.period = take_quota.period and q.shard = v_shard;
+  perform pg_catalog.set_config('app.holds_quota_shard', 'on', true);
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION take_quota(site app_public.sites, period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.take_quota(site app_public.sites, period date) IS 'Consumes one event of a site''s monthly quota, exact under concurrency, without one hot counter row.';
 
 --
 -- Name: tg__audit(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -802,6 +2053,46 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_sites__issue_call_event_secret() IS 'Every new site gets a call-event signing secret.';
+
+--
+-- Name: tg_sites__issue_salt(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_sites__issue_salt() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  insert into app_private.site_salts (site_id) values (new.id);
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_sites__issue_salt(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_sites__issue_salt() IS 'Gives a new site its consent-proof salt.';
+
+--
+-- Name: valid_consent(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.valid_consent(consent jsonb) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.jsonb_typeof(consent) = 'object'
+     and not exists (select 1 from pg_catalog.jsonb_each(consent) c
+                      where c.key not in ('analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization')
+                         or c.value not in ('"granted"', '"denied"'));
+$$;
+
+--
+-- Name: FUNCTION valid_consent(consent jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.valid_consent(consent jsonb) IS 'True for an object of Consent Mode v2 signals, each granted or denied.';
 
 --
 -- Name: site_members; Type: TABLE; Schema: app_public; Owner: -
@@ -1302,6 +2593,20 @@ CREATE TABLE app_private.audit_chain_heads (
 COMMENT ON TABLE app_private.audit_chain_heads IS 'The latest row of each site''s audit chain. Its row lock orders concurrent writers of one site, and it lets verification notice a removed tail.';
 
 --
+-- Name: bot_user_agents; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.bot_user_agents (
+    pattern text NOT NULL
+);
+
+--
+-- Name: TABLE bot_user_agents; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.bot_user_agents IS 'Case-insensitive substrings that mark a user agent as a bot; their events are stored, not billed.';
+
+--
 -- Name: call_event_secrets; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -1319,6 +2624,72 @@ CREATE TABLE app_private.call_event_secrets (
 COMMENT ON TABLE app_private.call_event_secrets IS 'HMAC secrets for signed call events. The previous secret stays valid until retired, so providers can switch without downtime.';
 
 --
+-- Name: daily_salts; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.daily_salts (
+    day date NOT NULL,
+    salt bytea DEFAULT public.gen_random_bytes(32) NOT NULL
+);
+
+--
+-- Name: TABLE daily_salts; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.daily_salts IS 'Daily salts for visitors without analytics consent and for client IPs. Deleted after 8 days, which makes old hashes unlinkable.';
+
+--
+-- Name: quota_shards; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.quota_shards (
+    site_id uuid NOT NULL,
+    period date NOT NULL,
+    shard smallint NOT NULL,
+    remaining bigint NOT NULL,
+    CONSTRAINT quota_shards_remaining CHECK ((remaining >= 0))
+);
+
+--
+-- Name: TABLE quota_shards; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.quota_shards IS 'Remaining billable events per site, month and shard; their sum is the quota left.';
+
+--
+-- Name: rate_counters; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE UNLOGGED TABLE app_private.rate_counters (
+    site_id uuid NOT NULL,
+    ip_hash bytea NOT NULL,
+    window_start timestamp with time zone NOT NULL,
+    slot smallint NOT NULL,
+    hits integer NOT NULL
+);
+
+--
+-- Name: TABLE rate_counters; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.rate_counters IS 'Requests per site, hashed client IP and minute, spread over slots so one busy client does not serialise the site. Unlogged: losing it in a crash only resets limits.';
+
+--
+-- Name: site_salts; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.site_salts (
+    site_id uuid NOT NULL,
+    salt bytea DEFAULT public.gen_random_bytes(32) NOT NULL
+);
+
+--
+-- Name: TABLE site_salts; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.site_salts IS 'Per-site secret salt for consent proofs (visitor ids are never stored with them).';
+
+--
 -- Name: worker_heartbeats; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -1332,6 +2703,257 @@ CREATE TABLE app_private.worker_heartbeats (
 --
 
 COMMENT ON TABLE app_private.worker_heartbeats IS 'Last time each worker process completed a heartbeat job.';
+
+--
+-- Name: consents; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.consents (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    visitor_hash bytea NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    analytics_storage text NOT NULL,
+    ad_storage text NOT NULL,
+    ad_user_data text NOT NULL,
+    ad_personalization text NOT NULL,
+    CONSTRAINT consents_ad_personalization CHECK ((ad_personalization = ANY (ARRAY['granted'::text, 'denied'::text]))),
+    CONSTRAINT consents_ad_storage CHECK ((ad_storage = ANY (ARRAY['granted'::text, 'denied'::text]))),
+    CONSTRAINT consents_ad_user_data CHECK ((ad_user_data = ANY (ARRAY['granted'::text, 'denied'::text]))),
+    CONSTRAINT consents_analytics_storage CHECK ((analytics_storage = ANY (ARRAY['granted'::text, 'denied'::text])))
+);
+
+--
+-- Name: TABLE consents; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.consents IS 'Proof of consent: every choice a visitor made on the site''s banner, appended, never changed.';
+
+--
+-- Name: COLUMN consents.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.site_id IS 'The site.';
+
+--
+-- Name: COLUMN consents.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.id IS 'Identifier.';
+
+--
+-- Name: COLUMN consents.visitor_hash; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.visitor_hash IS 'HMAC of the visitor id with the site''s secret salt: proves whose choice it was without storing the id.';
+
+--
+-- Name: COLUMN consents.recorded_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.recorded_at IS 'When the choice was made.';
+
+--
+-- Name: COLUMN consents.analytics_storage; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.analytics_storage IS 'granted or denied.';
+
+--
+-- Name: COLUMN consents.ad_storage; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.ad_storage IS 'granted or denied.';
+
+--
+-- Name: COLUMN consents.ad_user_data; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.ad_user_data IS 'granted or denied.';
+
+--
+-- Name: COLUMN consents.ad_personalization; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.consents.ad_personalization IS 'granted or denied.';
+
+--
+-- Name: events; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.events (
+    site_id uuid NOT NULL,
+    id uuid NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    type text NOT NULL,
+    visitor_key text NOT NULL,
+    visitor_id text,
+    session_id uuid,
+    url text,
+    referrer text,
+    title text,
+    props jsonb DEFAULT '{}'::jsonb NOT NULL,
+    device jsonb,
+    consent jsonb NOT NULL,
+    is_bot boolean DEFAULT false NOT NULL
+)
+PARTITION BY RANGE (occurred_at);
+
+--
+-- Name: TABLE events; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.events IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Tracker events as stored after consent-based minimisation.';
+
+--
+-- Name: COLUMN events.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.site_id IS 'The site.';
+
+--
+-- Name: COLUMN events.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.id IS 'The event id the tracker sent (also the idempotency key).';
+
+--
+-- Name: COLUMN events.occurred_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.occurred_at IS 'When the event happened, as the tracker reported (within 7 days before receipt).';
+
+--
+-- Name: COLUMN events.received_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.received_at IS 'When we accepted it.';
+
+--
+-- Name: COLUMN events.type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.type IS 'pageview, or the site''s own event name.';
+
+--
+-- Name: COLUMN events.visitor_key; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.visitor_key IS 'The visitor as sessions know it: the tracker''s id with analytics consent, otherwise a salted hash that changes daily.';
+
+--
+-- Name: COLUMN events.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.visitor_id IS 'The tracker''s visitor id, kept only with analytics consent.';
+
+--
+-- Name: COLUMN events.session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.session_id IS 'The session the sessionizer placed the event in (null for bots).';
+
+--
+-- Name: COLUMN events.url; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.url IS 'Page URL.';
+
+--
+-- Name: COLUMN events.referrer; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.referrer IS 'Referrer URL, if any.';
+
+--
+-- Name: COLUMN events.title; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.title IS 'Page title.';
+
+--
+-- Name: COLUMN events.props; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.props IS 'The site''s own properties (an object, at most 4 KiB).';
+
+--
+-- Name: COLUMN events.device; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.device IS 'Screen, language, time zone, fingerprint: kept only with analytics consent.';
+
+--
+-- Name: COLUMN events.consent; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.consent IS 'The effective Consent Mode v2 signals for this event.';
+
+--
+-- Name: COLUMN events.is_bot; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.events.is_bot IS 'Sent by a known bot: stored, not billed, not sessionized.';
+
+--
+-- Name: ingest_idempotency; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.ingest_idempotency (
+    site_id uuid NOT NULL,
+    idempotency_key uuid NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    billable boolean NOT NULL,
+    reason text,
+    CONSTRAINT ingest_idempotency_reason CHECK (((billable AND (reason IS NULL)) OR ((NOT billable) AND (reason IS NOT NULL))))
+)
+PARTITION BY RANGE (occurred_at);
+
+--
+-- Name: TABLE ingest_idempotency; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.ingest_idempotency IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+The idempotency ledger: one row per accepted tracker event, written in the same transaction as the event. Invoices count its billable rows.';
+
+--
+-- Name: COLUMN ingest_idempotency.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.site_id IS 'The site billed.';
+
+--
+-- Name: COLUMN ingest_idempotency.idempotency_key; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.idempotency_key IS 'The event id the tracker sent; a second copy is a duplicate, not billed.';
+
+--
+-- Name: COLUMN ingest_idempotency.occurred_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.occurred_at IS 'When the event happened (its ts); decides the billing period.';
+
+--
+-- Name: COLUMN ingest_idempotency.received_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.received_at IS 'When we accepted it.';
+
+--
+-- Name: COLUMN ingest_idempotency.billable; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.billable IS 'False for events we store but do not bill (see reason).';
+
+--
+-- Name: COLUMN ingest_idempotency.reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.ingest_idempotency.reason IS 'Why a row is not billable: bot.';
 
 --
 -- Name: api_key_hashes api_key_hashes_key_hash_key; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -1355,11 +2977,46 @@ ALTER TABLE ONLY app_private.audit_chain_heads
     ADD CONSTRAINT audit_chain_heads_pkey PRIMARY KEY (site_id);
 
 --
+-- Name: bot_user_agents bot_user_agents_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.bot_user_agents
+    ADD CONSTRAINT bot_user_agents_pkey PRIMARY KEY (pattern);
+
+--
 -- Name: call_event_secrets call_event_secrets_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
 ALTER TABLE ONLY app_private.call_event_secrets
     ADD CONSTRAINT call_event_secrets_pkey PRIMARY KEY (site_id);
+
+--
+-- Name: daily_salts daily_salts_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.daily_salts
+    ADD CONSTRAINT daily_salts_pkey PRIMARY KEY (day);
+
+--
+-- Name: quota_shards quota_shards_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.quota_shards
+    ADD CONSTRAINT quota_shards_pkey PRIMARY KEY (site_id, period, shard);
+
+--
+-- Name: rate_counters rate_counters_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.rate_counters
+    ADD CONSTRAINT rate_counters_pkey PRIMARY KEY (site_id, ip_hash, window_start, slot);
+
+--
+-- Name: site_salts site_salts_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.site_salts
+    ADD CONSTRAINT site_salts_pkey PRIMARY KEY (site_id);
 
 --
 -- Name: worker_heartbeats worker_heartbeats_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -1388,6 +3045,34 @@ ALTER TABLE ONLY app_public.api_keys
 
 ALTER TABLE ONLY app_public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (site_id, seq);
+
+--
+-- Name: consents consents_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.consents
+    ADD CONSTRAINT consents_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (site_id, id, occurred_at);
+
+--
+-- Name: ingest_idempotency ingest_idempotency_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.ingest_idempotency
+    ADD CONSTRAINT ingest_idempotency_pkey PRIMARY KEY (site_id, idempotency_key, occurred_at);
+
+--
+-- Name: sessions sessions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sessions
+    ADD CONSTRAINT sessions_pkey PRIMARY KEY (site_id, id, started_at);
 
 --
 -- Name: site_members site_members_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -1431,6 +3116,30 @@ ALTER TABLE ONLY app_public.users
 CREATE INDEX api_keys_created_by_idx ON app_public.api_keys USING btree (created_by);
 
 --
+-- Name: consents_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX consents_visitor_idx ON app_public.consents USING btree (site_id, visitor_hash, recorded_at DESC);
+
+--
+-- Name: events_session_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX events_session_idx ON ONLY app_public.events USING btree (site_id, session_id);
+
+--
+-- Name: events_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, visitor_key, occurred_at, id);
+
+--
+-- Name: sessions_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sessions_visitor_idx ON ONLY app_public.sessions USING btree (site_id, visitor_key, started_at);
+
+--
 -- Name: site_members_site_id_role_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -1441,6 +3150,12 @@ CREATE INDEX site_members_site_id_role_idx ON app_public.site_members USING btre
 --
 
 CREATE INDEX site_members_user_id_idx ON app_public.site_members USING btree (user_id);
+
+--
+-- Name: sites_allowed_origins_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sites_allowed_origins_idx ON app_public.sites USING gin (allowed_origins);
 
 --
 -- Name: call_event_secrets _500_audit; Type: TRIGGER; Schema: app_private; Owner: -
@@ -1477,6 +3192,12 @@ CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.users FOR EACH 
 --
 
 CREATE TRIGGER _200_issue_call_event_secret AFTER INSERT ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg_sites__issue_call_event_secret();
+
+--
+-- Name: sites _210_issue_salt; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _210_issue_salt AFTER INSERT ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg_sites__issue_salt();
 
 --
 -- Name: api_keys _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
@@ -1523,6 +3244,20 @@ ALTER TABLE ONLY app_private.call_event_secrets
     ADD CONSTRAINT call_event_secrets_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: quota_shards quota_shards_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.quota_shards
+    ADD CONSTRAINT quota_shards_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: site_salts site_salts_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.site_salts
+    ADD CONSTRAINT site_salts_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
 -- Name: api_keys api_keys_created_by_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -1535,6 +3270,13 @@ ALTER TABLE ONLY app_public.api_keys
 
 ALTER TABLE ONLY app_public.api_keys
     ADD CONSTRAINT api_keys_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: consents consents_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.consents
+    ADD CONSTRAINT consents_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
 -- Name: site_members site_members_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -1563,10 +3305,40 @@ ALTER TABLE app_private.api_key_hashes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.audit_chain_heads ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: bot_user_agents; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.bot_user_agents ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: call_event_secrets; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
 ALTER TABLE app_private.call_event_secrets ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: daily_salts; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.daily_salts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: quota_shards; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.quota_shards ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: rate_counters; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.rate_counters ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: site_salts; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.site_salts ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: worker_heartbeats; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -1587,6 +3359,12 @@ ALTER TABLE app_public.api_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.audit_log ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: consents; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.consents ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: site_members delete_admin; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -1597,6 +3375,18 @@ CREATE POLICY delete_admin ON app_public.site_members FOR DELETE USING (((site_i
 --
 
 CREATE POLICY delete_owner ON app_public.sites FOR DELETE USING ((id IN ( SELECT app_hidden.current_user_site_ids('owner'::app_public.site_role) AS current_user_site_ids)));
+
+--
+-- Name: events; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: ingest_idempotency; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.ingest_idempotency ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: site_members insert_admin; Type: POLICY; Schema: app_public; Owner: -
@@ -1617,6 +3407,30 @@ CREATE POLICY select_admin ON app_public.api_keys FOR SELECT USING ((site_id IN 
 CREATE POLICY select_admin ON app_public.audit_log FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
 
 --
+-- Name: consents select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.consents FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: events select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.events FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: ingest_idempotency select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.ingest_idempotency FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: sessions select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.sessions FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
 -- Name: site_members select_member; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -1635,6 +3449,12 @@ CREATE POLICY select_member ON app_public.sites FOR SELECT USING ((id IN ( SELEC
 CREATE POLICY select_visible ON app_public.users FOR SELECT USING (((id = app_hidden.current_user_id()) OR (id IN ( SELECT m.user_id
    FROM app_public.site_members m
   WHERE (m.site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)))) OR ( SELECT app_hidden.current_user_is_platform_admin() AS current_user_is_platform_admin)));
+
+--
+-- Name: sessions; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sessions ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: site_members; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -1698,6 +3518,13 @@ REVOKE ALL ON FUNCTION app_hidden.assert_site_role(site_id uuid, min_role app_pu
 GRANT ALL ON FUNCTION app_hidden.assert_site_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION classify_landing(url text, referrer text, site_domain text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION current_api_key_id(); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -1726,6 +3553,20 @@ REVOKE ALL ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site
 GRANT ALL ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site_role) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION host_is_on(host text, domain text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.host_is_on(host text, domain text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.host_is_on(host text, domain text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION is_search_host(host text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.is_search_host(host text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.is_search_host(host text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION is_valid_timezone(tz text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -1733,11 +3574,67 @@ REVOKE ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION parse_timestamptz(value text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.parse_timestamptz(value text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.parse_timestamptz(value text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION percent_decode(value text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.percent_decode(value text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.percent_decode(value text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION raise_forbidden(site_id uuid, action text, target_table text, target_id text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_hidden.raise_forbidden(site_id uuid, action text, target_table text, target_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.raise_forbidden(site_id uuid, action text, target_table text, target_id text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION social_network_of_host(host text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.social_network_of_host(host text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.social_network_of_host(host text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION social_network_of_source(utm_source text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.social_network_of_source(utm_source text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.social_network_of_source(utm_source text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION url_click_id(url text, OUT click_id text, OUT click_id_type text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION url_host(url text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.url_host(url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.url_host(url text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION url_param(url text, name text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.url_param(url text, name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.url_param(url text, name text) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION append_audit(site_id uuid, action text, target_table text, target_id text, old_values jsonb, new_values jsonb, actor_user_id uuid, actor_api_key_id uuid, actor_db_role text); Type: ACL; Schema: app_private; Owner: -
@@ -1819,10 +3716,59 @@ GRANT UPDATE(timezone) ON TABLE app_public.sites TO opsmantik_visitor;
 GRANT UPDATE(currency) ON TABLE app_public.sites TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION check_rate_limit(site app_public.sites, client_ip text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION daily_salt(day date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.daily_salt(day date) FROM PUBLIC;
+
+--
+-- Name: FUNCTION effective_consent(site app_public.sites, own jsonb, recorded jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION ensure_quota_shards(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) FROM PUBLIC;
+
+--
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION find_site(public_key text, origin text, global_origins text[], client_ip text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION ingest_cleanup(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.ingest_cleanup() FROM PUBLIC;
+
+--
+-- Name: FUNCTION ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) TO opsmantik_authenticator;
 
 --
 -- Name: FUNCTION issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid); Type: ACL; Schema: app_private; Owner: -
@@ -1831,10 +3777,66 @@ REVOKE ALL ON FUNCTION app_private.create_site(owner_id uuid, name text, domain 
 REVOKE ALL ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION latest_consent(site_id uuid, visitor_hash bytea); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) FROM PUBLIC;
+
+--
+-- Name: FUNCTION maintain_partitions(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.maintain_partitions() FROM PUBLIC;
+
+--
 -- Name: FUNCTION new_call_event_secret(); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.new_call_event_secret() FROM PUBLIC;
+
+--
+-- Name: TABLE sessions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sessions TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION origin_allowed(site app_public.sites, origin text, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.origin_allowed(site app_public.sites, origin text, global_origins text[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION origin_known(origin text, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) TO opsmantik_authenticator;
+
+--
+-- Name: FUNCTION place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]) TO opsmantik_authenticator;
 
 --
 -- Name: FUNCTION record_denied_attempt(detail jsonb); Type: ACL; Schema: app_private; Owner: -
@@ -1847,6 +3849,24 @@ REVOKE ALL ON FUNCTION app_private.record_denied_attempt(detail jsonb) FROM PUBL
 --
 
 REVOKE ALL ON FUNCTION app_private.record_worker_heartbeat(worker_name text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION secure_partitions(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.secure_partitions() FROM PUBLIC;
+
+--
+-- Name: FUNCTION session_id_for(site_id uuid, first_event_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION take_quota(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.take_quota(site app_public.sites, period date) FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg__audit(); Type: ACL; Schema: app_private; Owner: -
@@ -1877,6 +3897,18 @@ REVOKE ALL ON FUNCTION app_private.tg_site_members__keep_an_owner() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_sites__issue_call_event_secret() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_sites__issue_salt(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_sites__issue_salt() FROM PUBLIC;
+
+--
+-- Name: FUNCTION valid_consent(consent jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.valid_consent(consent jsonb) FROM PUBLIC;
 
 --
 -- Name: TABLE site_members; Type: ACL; Schema: app_public; Owner: -
@@ -1989,6 +4021,24 @@ GRANT ALL ON FUNCTION app_public.update_site_settings(site_id uuid, name text, d
 
 REVOKE ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) TO opsmantik_visitor;
+
+--
+-- Name: TABLE consents; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.consents TO opsmantik_visitor;
+
+--
+-- Name: TABLE events; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.events TO opsmantik_visitor;
+
+--
+-- Name: TABLE ingest_idempotency; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.ingest_idempotency TO opsmantik_visitor;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: app_hidden; Owner: -

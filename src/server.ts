@@ -30,7 +30,7 @@ export async function startService(config: Config, { http = true, worker = true 
   let url: string | undefined;
   try {
     if (http) {
-      const app = makeApp({ pools, verifyToken: makeTokenVerifier(config) });
+      const app = makeApp({ config, pools, verifyToken: makeTokenVerifier(config) });
       server = createServer(app);
       const pgl = postgraphile(makePreset(config, pools));
       release = async () => {

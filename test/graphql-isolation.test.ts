@@ -6,6 +6,7 @@
  * prefixes, node ids, cursors) may appear in any answer. Writes on B's rows by A's owner are
  * refused, change nothing, and leave a denied:… record in B's audit chain.
  */
+import { randomUUID } from "node:crypto";
 import { addMember, createApiKey, createSite, createUser, getRootPool, unique } from "./helpers/db";
 import { flushDenials, startTestService, TestService, tokenFor } from "./helpers/http";
 
@@ -20,6 +21,7 @@ interface Tenant {
   name: string;
   users: Record<Role, { id: string; email: string }>;
   keys: { role: string; id: string; key: string }[];
+  visitor: string;
 }
 
 async function createTenant(label: string): Promise<Tenant> {
@@ -37,7 +39,23 @@ async function createTenant(label: string): Promise<Tenant> {
     for (const role of KEY_ROLES) await addMember(client, site.id, users[role].id, role);
     const keys = [];
     for (const role of KEY_ROLES) keys.push({ role, ...(await createApiKey(client, site.id, role)) });
-    return { label, siteId: site.id, publicKey: site.publicKey, name, users, keys };
+    // Tracker data too (ledger, events, a session, a consent), through the real ingest function.
+    const domain = `${label.toLowerCase()}.example`;
+    const origin = `https://${domain}`;
+    await client.query("update app_public.sites set allowed_origins = array[$2] where id = $1", [site.id, origin]);
+    const visitor = unique(`v-${label}`).replace(/[^A-Za-z0-9_-]/g, "_");
+    const { rows: [{ now }] } = await client.query("select now() - interval '1 minute' as now");
+    const events = [0, 1].map((i) => ({
+      id: randomUUID(), type: "pageview", ts: new Date(now.getTime() + i * 1000).toISOString(), visitor_id: visitor,
+      url: `${origin}/landing-${label}?gclid=${label}-click`, consent: { analytics_storage: "granted" }, props: { tenant: label },
+    }));
+    const { rows: [{ result }] } = await client.query(
+      "select app_private.ingest_events($1, $2::jsonb, $3, '10.0.0.1', 'Mozilla/5.0', '{}') as result",
+      [site.publicKey, JSON.stringify(events), origin]);
+    expect(result.accepted).toBe(2);
+    await client.query("select app_private.record_consent($1, $2, $3::jsonb, $4, '10.0.0.1')",
+      [site.publicKey, visitor, JSON.stringify({ analytics_storage: "granted" }), origin]);
+    return { label, siteId: site.id, publicKey: site.publicKey, name, users, keys, visitor };
   } finally {
     client.release();
   }
@@ -261,6 +279,10 @@ beforeAll(async () => {
     allSiteMembers { nodes { id siteId userId } }
     allApiKeys { nodes { id rowId siteId keyPrefix } }
     allAuditLogs(condition: {siteId: ${JSON.stringify(B.siteId)}}) { nodes { id siteId seq } }
+    allSessions { nodes { id rowId siteId startedAt } }
+    allEvents { nodes { id rowId siteId occurredAt } }
+    allIngestIdempotencies { nodes { id siteId idempotencyKey occurredAt } }
+    allConsents { nodes { id rowId siteId } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
@@ -270,7 +292,14 @@ beforeAll(async () => {
     SiteMember: d.allSiteMembers.nodes.filter((n: any) => n.siteId === B.siteId),
     ApiKey: d.allApiKeys.nodes.filter((n: any) => n.siteId === B.siteId),
     AuditLog: d.allAuditLogs.nodes.map((n: any) => ({ ...n, seq: String(n.seq) })),
+    Session: d.allSessions.nodes,
+    Event: d.allEvents.nodes,
+    IngestIdempotency: d.allIngestIdempotencies.nodes,
+    Consent: d.allConsents.nodes,
   };
+  // B's owner sees B's tracker rows (one session of two events, their ledger rows, a consent).
+  expect([recordsOfB.Session.length, recordsOfB.Event.length, recordsOfB.IngestIdempotency.length, recordsOfB.Consent.length])
+    .toEqual([1, 2, 2, 1]);
   const db = getRootPool();
   const counts = (await db.query(
     `select (select count(*) from app_public.site_members where site_id = $1)::int as members,
@@ -291,6 +320,8 @@ beforeAll(async () => {
     ...B.keys.flatMap((k) => [k.id, k.key]),
     ...recordsOfB.ApiKey.map((k) => k.keyPrefix),
     ...Object.values(recordsOfB).flat().map((r) => r.id),
+    ...recordsOfB.Session.map((r) => r.rowId), ...recordsOfB.Event.map((r) => r.rowId),
+    B.visitor, "landing-Bravo", "Bravo-click",
   ];
 });
 

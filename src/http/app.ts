@@ -6,12 +6,15 @@
 import express, { NextFunction, Request, Response } from "express";
 import type pg from "pg";
 import type { TokenVerifier } from "../auth/jwt";
+import type { Config } from "../config";
 import { logger } from "../logger";
 import { authenticate } from "./authenticate";
 import { sendError } from "./errors";
 import { healthHandler } from "./health";
+import { ingestRouter } from "./ingest";
 
 export interface AppDeps {
+  config: Config;
   pools: { owner: pg.Pool; auth: pg.Pool };
   verifyToken: TokenVerifier;
 }
@@ -30,6 +33,7 @@ export function makeApp(deps: AppDeps): express.Express {
     next();
   });
   app.get("/api/health", healthHandler(deps.pools.owner));
+  app.use("/api", ingestRouter(deps.config, deps.pools.auth));
   app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
   return app;
 }

@@ -1,0 +1,178 @@
+/*
+ * SPEC §9 under concurrency, over real HTTP: an event id is stored once however many copies
+ * race, and a site's monthly quota is exact — never one billable event more, and no unit lost
+ * when a racing duplicate gives its unit back. Requests go out together (Promise.all) and the
+ * service's pool serves them on parallel connections.
+ */
+import { randomUUID } from "node:crypto";
+import { createUser, getRootPool, unique } from "./helpers/db";
+import { startTestService, TestService } from "./helpers/http";
+
+const ORIGIN = "https://shop.example";
+
+interface Site {
+  id: string;
+  publicKey: string;
+}
+
+interface SyncResult {
+  accepted: number;
+  duplicates: number;
+  rejected: Array<{ index: number; error: string; message: string }>;
+}
+
+let service: TestService;
+let ownerId: string;
+
+async function createTrackedSite(quota: number | null): Promise<Site> {
+  // No rate limit: every request comes from the same loopback address.
+  const { rows } = await getRootPool().query(
+    `select id, public_key from app_private.create_site($1, $2, 'shop.example', consent_mode => 'required',
+       monthly_event_quota => $3, rate_limit_per_minute => 0, allowed_origins => array['https://shop.example'])`,
+    [ownerId, unique("Shop"), quota],
+  );
+  return { id: rows[0].id, publicKey: rows[0].public_key };
+}
+
+async function sync(site: Site, events: unknown[]): Promise<SyncResult> {
+  const response = await fetch(`${service.url}/api/sync`, {
+    method: "POST",
+    headers: { "content-type": "application/json", origin: ORIGIN },
+    body: JSON.stringify({ site: site.publicKey, events }),
+  });
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`POST /api/sync answered ${response.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+function event(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: randomUUID(),
+    type: "pageview",
+    ts: new Date(Date.now() - 1000).toISOString(),
+    visitor_id: `v_${randomUUID().slice(0, 12)}`,
+    url: "https://shop.example/landing",
+    ...overrides,
+  };
+}
+
+const sum = (results: SyncResult[], pick: (r: SyncResult) => number) => results.reduce((total, r) => total + pick(r), 0);
+const rejectedWith = (results: SyncResult[], code: string) => sum(results, (r) => r.rejected.filter((x) => x.error === code).length);
+
+interface Stored {
+  ledger: number;
+  billable: number;
+  events: number;
+  remaining: number | null;
+}
+
+async function stored(siteId: string): Promise<Stored> {
+  const { rows } = await getRootPool().query(
+    `select (select count(*)::int from app_public.ingest_idempotency where site_id = $1) as ledger,
+            (select count(*)::int from app_public.ingest_idempotency where site_id = $1 and billable) as billable,
+            (select count(*)::int from app_public.events where site_id = $1) as events,
+            (select sum(remaining)::int from app_private.quota_shards where site_id = $1) as remaining`,
+    [siteId],
+  );
+  return rows[0];
+}
+
+beforeAll(async () => {
+  const client = await getRootPool().connect();
+  try {
+    ownerId = await createUser(client);
+  } finally {
+    client.release();
+  }
+  service = await startTestService();
+});
+
+afterAll(async () => {
+  await service?.stop();
+});
+
+describe("idempotency under concurrency", () => {
+  test("one event id sent 50 times at once is stored once: accepted 1, duplicates 49", async () => {
+    const site = await createTrackedSite(null);
+    const once = event();
+    const results = await Promise.all(Array.from({ length: 50 }, () => sync(site, [once])));
+    expect({ accepted: sum(results, (r) => r.accepted), duplicates: sum(results, (r) => r.duplicates), rejected: sum(results, (r) => r.rejected.length) })
+      .toEqual({ accepted: 1, duplicates: 49, rejected: 0 });
+    expect(await stored(site.id)).toEqual({ ledger: 1, billable: 1, events: 1, remaining: null });
+  });
+
+  test("copies of one event racing under different visitor ids are stored once, and the losers hand their quota unit back", async () => {
+    // Different visitors take different visitor locks, so the copies really meet at the ledger
+    // insert; every loser took a quota unit first and must give it back.
+    const site = await createTrackedSite(3);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const id = randomUUID();
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => sync(site, [event({ id, ts, visitor_id: `v_race_${i}` })])));
+    expect(sum(results, (r) => r.accepted)).toBe(1);
+    expect(await stored(site.id)).toEqual({ ledger: 1, billable: 1, events: 1, remaining: 2 });
+    // And the two units left are really there to use.
+    const after = await sync(site, [event({ ts }), event({ ts }), event({ ts })]);
+    expect(after.accepted).toBe(2);
+    expect(after.rejected.map((r) => r.error)).toEqual(["quota_exceeded"]);
+  });
+
+  test("a racing copy of an event is reported as a duplicate, never as quota_exceeded, when the quota is tight", async () => {
+    // The copy is stored (by its twin): telling the tracker its quota is used up for it is false.
+    const site = await createTrackedSite(1);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const id = randomUUID();
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => sync(site, [event({ id, ts, visitor_id: `v_tight_${i}` })])));
+    expect({
+      accepted: sum(results, (r) => r.accepted),
+      duplicates: sum(results, (r) => r.duplicates),
+      rejected: results.flatMap((r) => r.rejected.map((x) => x.error)),
+    }).toEqual({ accepted: 1, duplicates: 49, rejected: [] });
+    expect(await stored(site.id)).toEqual({ ledger: 1, billable: 1, events: 1, remaining: 0 });
+  });
+});
+
+describe("monthly quota under concurrency", () => {
+  test("quota 20, 40 single-event requests at once: exactly 20 billable, 20 quota_exceeded, nothing left", async () => {
+    const quota = 20;
+    const site = await createTrackedSite(quota);
+    const ts = new Date(Date.now() - 1000).toISOString(); // one period for all, even at a month boundary
+    const results = await Promise.all(Array.from({ length: 2 * quota }, () => sync(site, [event({ ts })])));
+    expect({
+      accepted: sum(results, (r) => r.accepted),
+      quotaExceeded: rejectedWith(results, "quota_exceeded"),
+      otherRejections: sum(results, (r) => r.rejected.length) - rejectedWith(results, "quota_exceeded"),
+    }).toEqual({ accepted: quota, quotaExceeded: quota, otherRejections: 0 });
+    expect(await stored(site.id)).toEqual({ ledger: quota, billable: quota, events: quota, remaining: 0 });
+  });
+
+  test("quota 25, five 10-event batches at once: exactly 25 billable; ledger rows = events stored = accepted", async () => {
+    const quota = 25;
+    const site = await createTrackedSite(quota);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const batches = Array.from({ length: 5 }, () => Array.from({ length: 10 }, () => event({ ts })));
+    const results = await Promise.all(batches.map((batch) => sync(site, batch)));
+    const accepted = sum(results, (r) => r.accepted);
+    expect({ accepted, quotaExceeded: rejectedWith(results, "quota_exceeded") }).toEqual({ accepted: quota, quotaExceeded: 50 - quota });
+    expect(await stored(site.id)).toEqual({ ledger: accepted, billable: quota, events: accepted, remaining: 0 });
+    // Each response accounts for every event of its batch exactly once.
+    for (const result of results) {
+      expect(result.accepted + result.duplicates + result.rejected.length).toBe(10);
+      expect(new Set(result.rejected.map((r) => r.index)).size).toBe(result.rejected.length);
+    }
+  });
+
+  test("bot events under the same race are stored but never consume quota", async () => {
+    const quota = 5;
+    const site = await createTrackedSite(quota);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const botResults = await Promise.all(Array.from({ length: 10 }, () => fetch(`${service.url}/api/sync`, {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: ORIGIN, "user-agent": "Googlebot/2.1 (+http://www.google.com/bot.html)" },
+      body: JSON.stringify({ site: site.publicKey, events: [event({ ts })] }),
+    }).then((r) => r.json() as Promise<SyncResult>)));
+    const humanResults = await Promise.all(Array.from({ length: 10 }, () => sync(site, [event({ ts })])));
+    expect(sum(botResults, (r) => r.accepted)).toBe(10);
+    expect(sum(humanResults, (r) => r.accepted)).toBe(quota);
+    expect(await stored(site.id)).toEqual({ ledger: 10 + quota, billable: quota, events: 10 + quota, remaining: 0 });
+  });
+});
