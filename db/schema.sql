@@ -1574,7 +1574,7 @@ begin
        and s.started_at >= open_session.occurred_at - interval '90 days'
        and s.started_at < open_session.occurred_at
        and s.attribution_tier in ('S1', 'S2')
-     order by s.started_at desc
+     order by s.started_at desc, s.first_event_id desc  -- ties go to the later event in (ts, id) order
      limit 1;
     if v_assist.id is not null then
       v_session.attribution_tier := 'S3';
