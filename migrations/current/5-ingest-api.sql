@@ -381,6 +381,7 @@ begin
 
     v_session_id := null;
     v_rebuild_since := null;
+    v_rebuild_since_event_id := null;
     if not v_is_bot then
       select p.session_id, p.rebuild_since, p.rebuild_since_event_id into v_session_id, v_rebuild_since, v_rebuild_since_event_id
         from app_private.place_event(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
