@@ -60,14 +60,16 @@ CREATE TYPE app_hidden.landing_attribution AS (
 	click_id_type text,
 	utm_source text,
 	utm_medium text,
-	utm_campaign text
+	utm_campaign text,
+	landing_click_id text,
+	landing_click_id_type text
 );
 
 --
 -- Name: TYPE landing_attribution; Type: COMMENT; Schema: app_hidden; Owner: -
 --
 
-COMMENT ON TYPE app_hidden.landing_attribution IS 'What a landing URL and referrer say on their own (S3 needs the visitor''s history too).';
+COMMENT ON TYPE app_hidden.landing_attribution IS 'What a landing URL and referrer say on their own (S3 needs the visitor''s history too). landing_click_id is the first ad click id of any kind, which later pageviews are compared with.';
 
 --
 -- Name: audit_chain_verification; Type: TYPE; Schema: app_public; Owner: -
@@ -150,51 +152,52 @@ COMMENT ON FUNCTION app_hidden.assert_site_role(site_id uuid, min_role app_publi
 
 CREATE FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) RETURNS app_hidden.landing_attribution
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   r app_hidden.landing_attribution;
+  v_params constant jsonb := coalesce(app_hidden.url_params(url), '{}'::jsonb);
   v_paid_media constant text[] := array['cpc', 'ppc', 'paid', 'paidsearch', 'paid_search', 'paid-search', 'sem', 'cpm', 'display', 'retargeting'];
   v_paid_social_media constant text[] := array['paid_social', 'paidsocial', 'paid-social', 'social_paid', 'social-paid'];
   v_source_network text;
   v_referrer_host text := app_hidden.url_host(referrer);
-  v_msclkid text := app_hidden.url_param(url, 'msclkid');
-  v_click record;
+  v_name text;
 begin
-  r.utm_source := pg_catalog.lower(app_hidden.url_param(url, 'utm_source'));
-  r.utm_medium := pg_catalog.lower(app_hidden.url_param(url, 'utm_medium'));
-  r.utm_campaign := pg_catalog.lower(app_hidden.url_param(url, 'utm_campaign'));
+  r.utm_source := pg_catalog.lower(v_params ->> 'utm_source');
+  r.utm_medium := pg_catalog.lower(v_params ->> 'utm_medium');
+  r.utm_campaign := pg_catalog.lower(v_params ->> 'utm_campaign');
   v_source_network := app_hidden.social_network_of_source(r.utm_source);
   if v_referrer_host is not null and app_hidden.host_is_on(v_referrer_host, site_domain) then
     v_referrer_host := null;  -- self-referral
   end if;
+  foreach v_name in array array['gclid', 'gbraid', 'wbraid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid', 'fbclid'] loop
+    if v_params ? v_name then
+      r.landing_click_id := v_params ->> v_name; r.landing_click_id_type := v_name;
+      exit;
+    end if;
+  end loop;
 
-  foreach r.click_id_type in array array['gclid', 'gbraid', 'wbraid'] loop
-    r.click_id := app_hidden.url_param(url, r.click_id_type);
-    if r.click_id is not null then
-      r.tier := 'S1'; r.source := 'google_ads';
+  foreach v_name in array array['gclid', 'gbraid', 'wbraid'] loop
+    if v_params ? v_name then
+      r.tier := 'S1'; r.source := 'google_ads'; r.click_id := v_params ->> v_name; r.click_id_type := v_name;
       return r;
     end if;
   end loop;
-  r.click_id_type := null;
 
-  if (r.utm_medium = any(v_paid_media) and v_source_network is null) or v_msclkid is not null then
+  if (r.utm_medium = any(v_paid_media) and v_source_network is null) or v_params ? 'msclkid' then
     r.tier := 'S2';
     r.source := 'paid:' || coalesce(case when v_source_network is null then r.utm_source end,
-                                    case when v_msclkid is not null then 'microsoft_ads' end, 'unknown');
-    if v_msclkid is not null then r.click_id := v_msclkid; r.click_id_type := 'msclkid'; end if;
+                                    case when v_params ? 'msclkid' then 'microsoft_ads' end, 'unknown');
+    if v_params ? 'msclkid' then r.click_id := v_params ->> 'msclkid'; r.click_id_type := 'msclkid'; end if;
     return r;
   end if;
 
-  select c.name, c.network, app_hidden.url_param(url, c.name) as value into v_click
-    from (values (1, 'ttclid', 'tiktok'), (2, 'li_fat_id', 'linkedin'), (3, 'twclid', 'twitter')) as c(rank, name, network)
-   where app_hidden.url_param(url, c.name) is not null
-   order by c.rank limit 1;
-  if v_click.value is not null then
-    r.tier := 'S4'; r.source := 'paid_social:' || v_click.network;
-    r.click_id := v_click.value; r.click_id_type := v_click.name;
-    return r;
-  end if;
+  foreach v_name in array array['ttclid', 'li_fat_id', 'twclid'] loop
+    if v_params ? v_name then
+      r.tier := 'S4'; r.click_id := v_params ->> v_name; r.click_id_type := v_name;
+      r.source := 'paid_social:' || case v_name when 'ttclid' then 'tiktok' when 'li_fat_id' then 'linkedin' else 'twitter' end;
+      return r;
+    end if;
+  end loop;
   if r.utm_medium = any(v_paid_social_media) or (r.utm_medium = any(v_paid_media) and v_source_network is not null) then
     r.tier := 'S4'; r.source := 'paid_social:' || coalesce(v_source_network, r.utm_source, 'unknown');
     return r;
@@ -203,10 +206,10 @@ begin
   r.tier := 'S5';
   if r.utm_medium in ('email', 'e-mail', 'newsletter') then
     r.source := 'organic:email';
-  elsif app_hidden.url_param(url, 'fbclid') is not null or v_source_network is not null then
+  elsif v_params ? 'fbclid' or v_source_network is not null then
     r.source := 'organic:social';
   elsif r.utm_source is not null or r.utm_medium is not null or r.utm_campaign is not null
-        or app_hidden.url_param(url, 'utm_term') is not null or app_hidden.url_param(url, 'utm_content') is not null then
+        or v_params ? 'utm_term' or v_params ? 'utm_content' then
     r.source := 'organic:campaign';
   elsif v_referrer_host is null then
     r.source := 'organic:direct';
@@ -312,7 +315,6 @@ COMMENT ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site_ro
 
 CREATE FUNCTION app_hidden.host_is_on(host text, domain text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select host = domain or pg_catalog.right(host, pg_catalog.length(domain) + 1) = '.' || domain;
 $$;
@@ -329,7 +331,6 @@ COMMENT ON FUNCTION app_hidden.host_is_on(host text, domain text) IS 'True when 
 
 CREATE FUNCTION app_hidden.is_search_host(host text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
   select host ~ '(^|\.)(google|yandex)\.[a-z]{2,3}(\.[a-z]{2})?$'
       or app_hidden.host_is_on(host, 'bing.com') or app_hidden.host_is_on(host, 'yahoo.com')
@@ -371,7 +372,6 @@ COMMENT ON FUNCTION app_hidden.is_valid_timezone(tz text) IS 'True when PostgreS
 
 CREATE FUNCTION app_hidden.parse_timestamptz(value text) RETURNS timestamp with time zone
     LANGUAGE plpgsql IMMUTABLE STRICT
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 begin
   if value !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$' then
@@ -395,7 +395,6 @@ COMMENT ON FUNCTION app_hidden.parse_timestamptz(value text) IS 'An ISO-8601 tim
 
 CREATE FUNCTION app_hidden.percent_decode(value text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 begin
   if pg_catalog.strpos(value, '%') = 0 then
@@ -455,7 +454,6 @@ COMMENT ON FUNCTION app_hidden.raise_forbidden(site_id uuid, action text, target
 
 CREATE FUNCTION app_hidden.social_network_of_host(host text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select n.network from (values
       ('facebook.com', 'facebook'), ('instagram.com', 'instagram'), ('t.co', 'twitter'), ('twitter.com', 'twitter'),
@@ -477,7 +475,6 @@ COMMENT ON FUNCTION app_hidden.social_network_of_host(host text) IS 'The social 
 
 CREATE FUNCTION app_hidden.social_network_of_source(utm_source text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select case pg_catalog.lower(utm_source)
     when 'facebook' then 'facebook' when 'fb' then 'facebook' when 'meta' then 'meta'
@@ -499,15 +496,23 @@ COMMENT ON FUNCTION app_hidden.social_network_of_source(utm_source text) IS 'The
 --
 
 CREATE FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
-  select coalesce((app_hidden.url_click_id(url)).click_id is distinct from session_click_id
-                  and (app_hidden.url_click_id(url)).click_id is not null, false)
-      or coalesce(pg_catalog.lower(app_hidden.url_param(url, 'utm_source')) <> session_utm_source
-                  or (session_utm_source is null and app_hidden.url_param(url, 'utm_source') is not null), false)
-      or coalesce(pg_catalog.lower(app_hidden.url_param(url, 'utm_campaign')) <> session_utm_campaign
-                  or (session_utm_campaign is null and app_hidden.url_param(url, 'utm_campaign') is not null), false);
+declare
+  v_params constant jsonb := coalesce(app_hidden.url_params(url), '{}'::jsonb);
+  v_name text;
+begin
+  foreach v_name in array array['gclid', 'gbraid', 'wbraid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid', 'fbclid'] loop
+    if v_params ? v_name then
+      if (v_params ->> v_name) is distinct from session_click_id then
+        return true;
+      end if;
+      exit;  -- the same click id (a reload): the UTM parameters decide
+    end if;
+  end loop;
+  return (v_params ? 'utm_source' and pg_catalog.lower(v_params ->> 'utm_source') is distinct from session_utm_source)
+      or (v_params ? 'utm_campaign' and pg_catalog.lower(v_params ->> 'utm_campaign') is distinct from session_utm_campaign);
+end;
 $$;
 
 --
@@ -517,35 +522,11 @@ $$;
 COMMENT ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) IS 'True when a pageview URL carries a click id, utm_source or utm_campaign that differs from the session''s.';
 
 --
--- Name: url_click_id(text); Type: FUNCTION; Schema: app_hidden; Owner: -
---
-
-CREATE FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) RETURNS record
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  select v.value, v.name
-    from (values (1, 'gclid'), (2, 'gbraid'), (3, 'wbraid'), (4, 'msclkid'), (5, 'ttclid'),
-                 (6, 'li_fat_id'), (7, 'twclid'), (8, 'fbclid')) as c(rank, name)
-         cross join lateral (select c.name, app_hidden.url_param(url, c.name) as value) v
-   where v.value is not null
-   order by c.rank
-   limit 1;
-$$;
-
---
--- Name: FUNCTION url_click_id(url text, OUT click_id text, OUT click_id_type text); Type: COMMENT; Schema: app_hidden; Owner: -
---
-
-COMMENT ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) IS 'The first ad click id a URL carries (gclid > gbraid > wbraid > msclkid > ttclid > li_fat_id > twclid > fbclid).';
-
---
 -- Name: url_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
 CREATE FUNCTION app_hidden.url_host(url text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.lower(pg_catalog.substring(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'));
 $$;
@@ -557,25 +538,27 @@ $$;
 COMMENT ON FUNCTION app_hidden.url_host(url text) IS 'Lower-cased host of an absolute URL, or null.';
 
 --
--- Name: url_param(text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+-- Name: url_params(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
-CREATE FUNCTION app_hidden.url_param(url text, name text) RETURNS text
+CREATE FUNCTION app_hidden.url_params(url text) RETURNS jsonb
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  select nullif(pg_catalog.btrim(app_hidden.percent_decode(pg_catalog.substr(p.pair, pg_catalog.length(url_param.name) + 2))), '')
-    from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as p(pair, n)
-   where pg_catalog.starts_with(p.pair, url_param.name || '=')
-   order by p.n
-   limit 1;
+  select coalesce(pg_catalog.jsonb_object_agg(p.name, p.value) filter (where p.value is not null), '{}'::jsonb)
+    from (select distinct on (q.name) q.name,
+                 nullif(pg_catalog.btrim(app_hidden.percent_decode(q.raw)), '') as value
+            from (select pg_catalog.split_part(t.pair, '=', 1) as name,
+                         pg_catalog.substr(t.pair, pg_catalog.strpos(t.pair, '=') + 1) as raw, t.n
+                    from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as t(pair, n)
+                   where pg_catalog.strpos(t.pair, '=') > 1) q
+           order by q.name, q.n) p;
 $$;
 
 --
--- Name: FUNCTION url_param(url text, name text); Type: COMMENT; Schema: app_hidden; Owner: -
+-- Name: FUNCTION url_params(url text); Type: COMMENT; Schema: app_hidden; Owner: -
 --
 
-COMMENT ON FUNCTION app_hidden.url_param(url text, name text) IS 'First value of a query parameter (name matched as written), decoded and trimmed; null when absent or empty.';
+COMMENT ON FUNCTION app_hidden.url_params(url text) IS 'Query parameters of a URL as {name: first value}, decoded and trimmed; empty values are absent.';
 
 --
 -- Name: append_audit(uuid, text, text, text, jsonb, jsonb, uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -881,7 +864,6 @@ COMMENT ON COLUMN app_public.sites.updated_at IS 'When the site''s settings last
 
 CREATE FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) RETURNS void
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_window timestamptz := pg_catalog.date_trunc('minute', pg_catalog.now());
@@ -944,7 +926,6 @@ COMMENT ON FUNCTION app_private.create_site(owner_id uuid, name text, domain tex
 
 CREATE FUNCTION app_private.daily_salt(day date) RETURNS bytea
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_salt bytea;
@@ -970,7 +951,6 @@ COMMENT ON FUNCTION app_private.daily_salt(day date) IS 'The salt of a UTC day, 
 
 CREATE FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.jsonb_build_object(
            'analytics_storage', v.d, 'ad_storage', v.d, 'ad_user_data', v.d, 'ad_personalization', v.d)
@@ -990,7 +970,6 @@ COMMENT ON FUNCTION app_private.effective_consent(site app_public.sites, own jso
 
 CREATE FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) RETURNS void
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_shards constant integer := 16;
@@ -1023,7 +1002,6 @@ COMMENT ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, perio
 
 CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) RETURNS record
     LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 declare
   v_ts timestamptz;
@@ -1100,7 +1078,6 @@ COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites
 
 CREATE FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) RETURNS app_public.sites
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_site app_public.sites;
@@ -1129,7 +1106,6 @@ COMMENT ON FUNCTION app_private.find_site(public_key text, origin text, global_o
 
 CREATE FUNCTION app_private.ingest_cleanup() RETURNS jsonb
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_counters bigint;
@@ -1240,7 +1216,7 @@ begin
 
     -- Consent decides what is kept: without analytics consent no raw visitor id, no device
     -- data, and the visitor is known only by a hash whose salt changes every day.
-    if not v_consents ? v_event.visitor_id then
+    if v_event.event -> 'consent' is null and not v_consents ? v_event.visitor_id then
       v_visitor_hash := public.hmac(pg_catalog.convert_to(v_event.visitor_id, 'UTF8'), v_salt, 'sha256');
       v_consents := v_consents || pg_catalog.jsonb_build_object(v_event.visitor_id,
                       coalesce(app_private.latest_consent(v_site.id, v_visitor_hash), 'null'::jsonb));
@@ -1254,6 +1230,7 @@ begin
 
     v_session_id := null;
     v_rebuild_since := null;
+    v_rebuild_since_event_id := null;
     if not v_is_bot then
       select p.session_id, p.rebuild_since, p.rebuild_since_event_id into v_session_id, v_rebuild_since, v_rebuild_since_event_id
         from app_private.place_event(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
@@ -1318,7 +1295,6 @@ COMMENT ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site
 
 CREATE FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) RETURNS jsonb
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.jsonb_build_object('analytics_storage', c.analytics_storage, 'ad_storage', c.ad_storage,
                                        'ad_user_data', c.ad_user_data, 'ad_personalization', c.ad_personalization)
@@ -1540,15 +1516,12 @@ COMMENT ON COLUMN app_public.sessions.utm_campaign IS 'utm_campaign of the landi
 
 CREATE FUNCTION app_private.open_session(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, url text, referrer text, site_domain text) RETURNS app_public.sessions
     LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_landing app_hidden.landing_attribution := app_hidden.classify_landing(open_session.url, open_session.referrer, open_session.site_domain);
   v_assist record;
   v_session app_public.sessions;
-  v_any_click record;
 begin
-  select * into v_any_click from app_hidden.url_click_id(open_session.url);
   v_session.site_id := open_session.site_id;
   v_session.id := app_private.session_id_for(open_session.site_id, open_session.event_id);
   v_session.started_at := open_session.occurred_at;
@@ -1562,8 +1535,8 @@ begin
   v_session.referrer := nullif(open_session.referrer, '');
   v_session.attribution_tier := v_landing.tier;
   v_session.attribution_source := v_landing.source;
-  v_session.click_id := coalesce(v_landing.click_id, v_any_click.click_id);
-  v_session.click_id_type := case when v_landing.click_id is not null then v_landing.click_id_type else v_any_click.click_id_type end;
+  v_session.click_id := coalesce(v_landing.click_id, v_landing.landing_click_id);
+  v_session.click_id_type := case when v_landing.click_id is not null then v_landing.click_id_type else v_landing.landing_click_id_type end;
   v_session.utm_source := v_landing.utm_source;
   v_session.utm_medium := v_landing.utm_medium;
   v_session.utm_campaign := v_landing.utm_campaign;
@@ -1600,7 +1573,6 @@ COMMENT ON FUNCTION app_private.open_session(site_id uuid, visitor_key text, vis
 
 CREATE FUNCTION app_private.origin_allowed(site app_public.sites, origin text, global_origins text[]) RETURNS boolean
     LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select origin is not null
      and (pg_catalog.lower(origin) = any(site.allowed_origins) or pg_catalog.lower(origin) = any(global_origins));
@@ -1636,7 +1608,6 @@ COMMENT ON FUNCTION app_private.origin_known(origin text, global_origins text[])
 
 CREATE FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) RETURNS record
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_previous record;
@@ -1646,6 +1617,7 @@ begin
     from app_public.events e
    where e.site_id = place_event.site_id and e.visitor_key = place_event.visitor_key
      and e.occurred_at >= place_event.occurred_at - interval '30 minutes' and not e.is_bot
+     and e.occurred_at <= place_event.occurred_at  -- lets the planner skip later partitions
      and (e.occurred_at, e.id) < (place_event.occurred_at, place_event.event_id)
    order by e.occurred_at desc, e.id desc
    limit 1;
@@ -1692,7 +1664,6 @@ COMMENT ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visi
 
 CREATE FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) RETURNS void
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_event record;
@@ -1864,7 +1835,6 @@ COMMENT ON FUNCTION app_private.secure_partitions() IS 'Enables row-level securi
 
 CREATE FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) RETURNS uuid
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.md5(site_id::text || '/' || first_event_id::text)::uuid;
 $$;
@@ -1881,7 +1851,6 @@ COMMENT ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid
 
 CREATE FUNCTION app_private.take_quota(site app_public.sites, period date) RETURNS boolean
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   v_own smallint := (pg_catalog.pg_backend_pid() % 16)::smallint;
@@ -2080,7 +2049,6 @@ COMMENT ON FUNCTION app_private.tg_sites__issue_salt() IS 'Gives a new site its 
 
 CREATE FUNCTION app_private.valid_consent(consent jsonb) RETURNS boolean
     LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.jsonb_typeof(consent) = 'object'
      and not exists (select 1 from pg_catalog.jsonb_each(consent) c
@@ -3616,13 +3584,6 @@ REVOKE ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id 
 GRANT ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) TO opsmantik_visitor;
 
 --
--- Name: FUNCTION url_click_id(url text, OUT click_id text, OUT click_id_type text); Type: ACL; Schema: app_hidden; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) FROM PUBLIC;
-GRANT ALL ON FUNCTION app_hidden.url_click_id(url text, OUT click_id text, OUT click_id_type text) TO opsmantik_visitor;
-
---
 -- Name: FUNCTION url_host(url text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -3630,11 +3591,11 @@ REVOKE ALL ON FUNCTION app_hidden.url_host(url text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.url_host(url text) TO opsmantik_visitor;
 
 --
--- Name: FUNCTION url_param(url text, name text); Type: ACL; Schema: app_hidden; Owner: -
+-- Name: FUNCTION url_params(url text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_hidden.url_param(url text, name text) FROM PUBLIC;
-GRANT ALL ON FUNCTION app_hidden.url_param(url text, name text) TO opsmantik_visitor;
+REVOKE ALL ON FUNCTION app_hidden.url_params(url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.url_params(url text) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION append_audit(site_id uuid, action text, target_table text, target_id text, old_values jsonb, new_values jsonb, actor_user_id uuid, actor_api_key_id uuid, actor_db_role text); Type: ACL; Schema: app_private; Owner: -
