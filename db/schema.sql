@@ -89,6 +89,29 @@ CREATE TYPE app_public.audit_chain_verification AS (
 COMMENT ON TYPE app_public.audit_chain_verification IS 'Result of re-hashing a site''s audit chain.';
 
 --
+-- Name: billing_reconciliation_result; Type: TYPE; Schema: app_public; Owner: -
+--
+
+CREATE TYPE app_public.billing_reconciliation_result AS (
+	site_id uuid,
+	period date,
+	ledger_billable bigint,
+	ledger_non_billable bigint,
+	events_stored bigint,
+	frozen boolean,
+	snapshot_billable bigint,
+	snapshot_digest text,
+	ledger_digest text,
+	drift text[]
+);
+
+--
+-- Name: TYPE billing_reconciliation_result; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TYPE app_public.billing_reconciliation_result IS 'Ledger vs events vs frozen snapshot for one site and month; drift names every disagreement (empty when all agree).';
+
+--
 -- Name: site_role; Type: TYPE; Schema: app_public; Owner: -
 --
 
@@ -367,6 +390,23 @@ $$;
 COMMENT ON FUNCTION app_hidden.is_valid_timezone(tz text) IS 'True when PostgreSQL knows the IANA time zone.';
 
 --
+-- Name: ledger_line(uuid, timestamp with time zone, boolean); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+  select idempotency_key::text || ',' || pg_catalog.to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+         || ',' || billable::text;
+$$;
+
+--
+-- Name: FUNCTION ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) IS 'One ledger row as the digest and the dispute export write it: key,occurred_at,billable (no newline). In app_hidden because the export runs as the visitor role.';
+
+--
 -- Name: parse_timestamptz(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -593,6 +633,27 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.append_audit(site_id uuid, action text, target_table text, target_id text, old_values jsonb, new_values jsonb, actor_user_id uuid, actor_api_key_id uuid, actor_db_role text) IS 'Appends one row to a site''s audit chain. The only writer of audit_log.';
+
+--
+-- Name: assert_billing_access(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.assert_billing_access(site_id uuid, action text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+begin
+  if pg_catalog.current_setting('role', true) = 'opsmantik_visitor' then
+    perform app_hidden.assert_site_role(assert_billing_access.site_id, 'admin', assert_billing_access.action, 'invoice_snapshots',
+                                        assert_billing_access.site_id::text);
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION assert_billing_access(site_id uuid, action text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.assert_billing_access(site_id uuid, action text) IS 'Raises OM403 for a request (visitor role) that is not admin or owner of the site; direct SQL is not limited.';
 
 SET default_table_access_method = heap;
 
@@ -893,6 +954,27 @@ $$;
 COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
 
 --
+-- Name: compute_ledger_digest(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+  select pg_catalog.encode(public.digest(coalesce(pg_catalog.string_agg(
+           app_hidden.ledger_line(l.idempotency_key, l.occurred_at, l.billable) || E'\n', ''
+           order by l.idempotency_key::text collate "C"), ''), 'sha256'), 'hex')
+    from app_public.ingest_idempotency l
+   where l.site_id = compute_ledger_digest.site_id
+     and l.occurred_at >= compute_ledger_digest.period and l.occurred_at < compute_ledger_digest.period + interval '1 month';
+$$;
+
+--
+-- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) IS 'The SPEC §9 digest of a site''s ledger for a period, computed now.';
+
+--
 -- Name: create_site(uuid, text, text, text, bigint, integer, text[], text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -944,6 +1026,47 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.daily_salt(day date) IS 'The salt of a UTC day, created on first use.';
+
+--
+-- Name: drop_expired_ledger_partitions(integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.drop_expired_ledger_partitions(retention_days integer DEFAULT 90) RETURNS text[]
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_partition record;
+  v_dropped text[] := '{}';
+  v_unfrozen boolean;
+begin
+  if retention_days is null or retention_days < 90 then
+    raise exception using errcode = 'OMRET', message = 'Ledger retention must be at least 90 days.';
+  end if;
+  for v_partition in
+    select c.oid::regclass as relation,
+           (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')) as bounds
+      from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+     where i.inhparent = 'app_public.ingest_idempotency'::regclass and not c.relname like '%\_default'
+  loop
+    continue when v_partition.bounds is null or v_partition.bounds[2]::timestamptz + pg_catalog.make_interval(days => retention_days) > pg_catalog.now();
+    execute pg_catalog.format(
+      'select exists (select 1 from %s l where not exists (select 1 from app_public.invoice_snapshots s
+                       where s.site_id = l.site_id and s.period = pg_catalog.date_trunc(''month'', l.occurred_at at time zone ''UTC'')::date))',
+      v_partition.relation) into v_unfrozen;
+    continue when v_unfrozen;
+    execute pg_catalog.format('drop table %s', v_partition.relation);
+    v_dropped := v_dropped || v_partition.relation::text;
+  end loop;
+  return v_dropped;
+end;
+$$;
+
+--
+-- Name: FUNCTION drop_expired_ledger_partitions(retention_days integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.drop_expired_ledger_partitions(retention_days integer) IS 'Drops ledger partitions past retention (at least 90 days) whose every site-month is frozen; never an unfrozen month.';
 
 --
 -- Name: effective_consent(app_public.sites, jsonb, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1101,6 +1224,40 @@ $$;
 COMMENT ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) IS 'The site of a public key, after the origin check (OMORG) and the rate limit (OM429); OMUSK when unknown.';
 
 --
+-- Name: freeze_due_invoices(timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.freeze_due_invoices(now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_due record;
+  v_count integer := 0;
+begin
+  perform pg_catalog.set_config('app.frozen_by', 'schedule', true);
+  for v_due in
+    select distinct l.site_id, pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date as period
+      from app_public.ingest_idempotency l
+     where l.occurred_at < pg_catalog.date_trunc('month', (freeze_due_invoices.now - interval '8 days') at time zone 'UTC') at time zone 'UTC'
+       and not exists (select 1 from app_public.invoice_snapshots s
+                        where s.site_id = l.site_id
+                          and s.period = pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date)
+  loop
+    perform app_public.freeze_invoice(v_due.site_id, v_due.period);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION freeze_due_invoices(now timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone) IS 'Freezes every unfrozen site-month whose grace has passed; returns how many.';
+
+--
 -- Name: ingest_cleanup(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1190,9 +1347,18 @@ begin
       v_duplicates := v_duplicates + 1;
       continue;
     end if;
+    -- A frozen period takes no more events: its invoice is final. The shared lock lets
+    -- freeze_invoice (exclusive) wait for requests already writing into the period.
+    v_period := pg_catalog.date_trunc('month', v_event.occurred_at at time zone 'UTC')::date;
+    perform pg_catalog.pg_advisory_xact_lock_shared(
+      pg_catalog.hashtextextended('invoice/' || v_site.id::text || '/' || v_period::text, 0));
+    if exists (select 1 from app_public.invoice_snapshots s where s.site_id = v_site.id and s.period = v_period) then
+      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', 'period_closed',
+                                                                'message', 'The invoice for this month is frozen.');
+      continue;
+    end if;
     -- The ledger row first: a concurrent copy of this event waits here for ours and then
     -- counts as a duplicate. Only a new event consumes quota; over quota, the row goes again.
-    v_period := pg_catalog.date_trunc('month', v_event.occurred_at at time zone 'UTC')::date;
     v_billable := not v_is_bot;
     if v_billable then
       perform app_private.ensure_quota_shards(v_site, v_period);
@@ -1601,6 +1767,27 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.origin_known(origin text, global_origins text[]) IS 'True when some site (or the global list) allows the origin: the CORS preflight check.';
+
+--
+-- Name: period_start(date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.period_start(period date) RETURNS date
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    AS $$
+begin
+  if period <> pg_catalog.date_trunc('month', period)::date then
+    raise exception using errcode = 'OMPER', message = 'A billing period is named by the first day of its month (YYYY-MM-01).';
+  end if;
+  return period;
+end;
+$$;
+
+--
+-- Name: FUNCTION period_start(period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.period_start(period date) IS 'Checks that a date names a billing period (the first of a month); raises OMPER otherwise.';
 
 --
 -- Name: place_event(uuid, text, text, uuid, timestamp with time zone, text, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2145,6 +2332,57 @@ $$;
 COMMENT ON FUNCTION app_public.add_site_member(site_id uuid, email text, role app_public.site_role) IS 'Gives an existing user a role on a site, or changes it. Admins manage editors and viewers; owners manage anyone.';
 
 --
+-- Name: billing_reconciliation(uuid, date); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.billing_reconciliation(site_id uuid, period date) RETURNS app_public.billing_reconciliation_result
+    LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  r app_public.billing_reconciliation_result;
+  v_snapshot app_public.invoice_snapshots;
+begin
+  perform app_private.assert_billing_access(billing_reconciliation.site_id, 'reconcile');
+  r.site_id := billing_reconciliation.site_id;
+  r.period := app_private.period_start(billing_reconciliation.period);
+  r.drift := '{}';
+  select pg_catalog.count(*) filter (where l.billable), pg_catalog.count(*) filter (where not l.billable)
+    into r.ledger_billable, r.ledger_non_billable
+    from app_public.ingest_idempotency l
+   where l.site_id = r.site_id and l.occurred_at >= r.period and l.occurred_at < r.period + interval '1 month';
+  select pg_catalog.count(*) into r.events_stored
+    from app_public.events e
+   where e.site_id = r.site_id and e.occurred_at >= r.period and e.occurred_at < r.period + interval '1 month';
+  if r.events_stored <> r.ledger_billable + r.ledger_non_billable then
+    r.drift := r.drift || pg_catalog.format('events: %s stored, but the ledger has %s rows', r.events_stored,
+                                            r.ledger_billable + r.ledger_non_billable);
+  end if;
+  select * into v_snapshot from app_public.invoice_snapshots s where s.site_id = r.site_id and s.period = r.period;
+  r.frozen := v_snapshot.site_id is not null;
+  if r.frozen then
+    r.snapshot_billable := v_snapshot.billable_events;
+    r.snapshot_digest := v_snapshot.ledger_digest;
+    r.ledger_digest := app_private.compute_ledger_digest(r.site_id, r.period);
+    if v_snapshot.billable_events <> r.ledger_billable then
+      r.drift := r.drift || pg_catalog.format('snapshot: %s billable events invoiced, the ledger now has %s',
+                                              v_snapshot.billable_events, r.ledger_billable);
+    end if;
+    if v_snapshot.ledger_digest <> r.ledger_digest then
+      r.drift := r.drift || 'snapshot: the ledger no longer hashes to the frozen digest'::text;
+    end if;
+  end if;
+  return r;
+end;
+$$;
+
+--
+-- Name: FUNCTION billing_reconciliation(site_id uuid, period date); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.billing_reconciliation(site_id uuid, period date) IS 'Compares a site''s ledger (billable, non-billable), stored events and frozen snapshot for a month (admins, owners, DBAs) and names any drift.';
+
+--
 -- Name: create_api_key(uuid, app_public.site_role, text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -2285,6 +2523,113 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.delete_site(site_id uuid) IS 'Deletes a site and everything it holds (owner only).';
+
+--
+-- Name: invoice_snapshots; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.invoice_snapshots (
+    site_id uuid NOT NULL,
+    period date NOT NULL,
+    frozen_at timestamp with time zone DEFAULT now() NOT NULL,
+    billable_events bigint NOT NULL,
+    non_billable_events bigint NOT NULL,
+    ledger_digest text NOT NULL,
+    frozen_by text NOT NULL,
+    CONSTRAINT invoice_snapshots_digest_format CHECK ((ledger_digest ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT invoice_snapshots_period_is_month CHECK ((period = (date_trunc('month'::text, (period)::timestamp with time zone))::date))
+);
+
+--
+-- Name: TABLE invoice_snapshots; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.invoice_snapshots IS 'Frozen monthly invoices: immutable once written (updates, deletes and truncates are refused for every role).';
+
+--
+-- Name: COLUMN invoice_snapshots.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.site_id IS 'The site invoiced.';
+
+--
+-- Name: COLUMN invoice_snapshots.period; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.period IS 'The UTC calendar month, as its first day.';
+
+--
+-- Name: COLUMN invoice_snapshots.frozen_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.frozen_at IS 'When the invoice was frozen.';
+
+--
+-- Name: COLUMN invoice_snapshots.billable_events; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.billable_events IS 'Billable ledger rows of the period: the amount invoiced.';
+
+--
+-- Name: COLUMN invoice_snapshots.non_billable_events; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.non_billable_events IS 'Ledger rows stored but not billed (bots).';
+
+--
+-- Name: COLUMN invoice_snapshots.ledger_digest; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.ledger_digest IS 'Lower-case hex SHA-256 of the lines "<idempotency key>,<occurred_at as YYYY-MM-DDTHH:MM:SS.mmmZ>,<true|false>\n" of every ledger row of the period, ordered by key (bytewise). Recompute it from the dispute export.';
+
+--
+-- Name: COLUMN invoice_snapshots.frozen_by; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.invoice_snapshots.frozen_by IS 'Who froze it: the worker''s schedule, a user, or a database role.';
+
+--
+-- Name: freeze_invoice(uuid, date); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.freeze_invoice(site_id uuid, period date) RETURNS app_public.invoice_snapshots
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_period date := app_private.period_start(freeze_invoice.period);
+  v_snapshot app_public.invoice_snapshots;
+begin
+  perform app_private.assert_billing_access(freeze_invoice.site_id, 'freeze');
+  if not exists (select 1 from app_public.sites s where s.id = freeze_invoice.site_id) then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  if pg_catalog.now() < v_period + interval '1 month' + interval '8 days' then
+    raise exception using errcode = 'OMGRC', message = 'The period cannot be frozen before 8 days after its end.';
+  end if;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('invoice/' || freeze_invoice.site_id::text || '/' || v_period::text, 0));
+  select * into v_snapshot from app_public.invoice_snapshots s where s.site_id = freeze_invoice.site_id and s.period = v_period;
+  if v_snapshot.site_id is not null then
+    return v_snapshot;
+  end if;
+  insert into app_public.invoice_snapshots (site_id, period, billable_events, non_billable_events, ledger_digest, frozen_by)
+  select freeze_invoice.site_id, v_period,
+         pg_catalog.count(*) filter (where l.billable), pg_catalog.count(*) filter (where not l.billable),
+         app_private.compute_ledger_digest(freeze_invoice.site_id, v_period),
+         coalesce('user:' || app_hidden.current_user_id()::text, 'api_key:' || app_hidden.current_api_key_id()::text,
+                  nullif(pg_catalog.current_setting('app.frozen_by', true), ''), 'db:' || session_user)
+    from app_public.ingest_idempotency l
+   where l.site_id = freeze_invoice.site_id and l.occurred_at >= v_period and l.occurred_at < v_period + interval '1 month'
+  returning * into v_snapshot;
+  return v_snapshot;
+end;
+$$;
+
+--
+-- Name: FUNCTION freeze_invoice(site_id uuid, period date); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) IS 'Freezes a site''s invoice for a month into an immutable snapshot with its ledger digest; returns the existing snapshot when already frozen.';
 
 --
 -- Name: remove_site_member(uuid, uuid); Type: FUNCTION; Schema: app_public; Owner: -
@@ -3036,6 +3381,13 @@ ALTER TABLE ONLY app_public.ingest_idempotency
     ADD CONSTRAINT ingest_idempotency_pkey PRIMARY KEY (site_id, idempotency_key, occurred_at);
 
 --
+-- Name: invoice_snapshots invoice_snapshots_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.invoice_snapshots
+    ADD CONSTRAINT invoice_snapshots_pkey PRIMARY KEY (site_id, period);
+
+--
 -- Name: sessions sessions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3144,6 +3496,18 @@ CREATE TRIGGER _100_append_only BEFORE DELETE OR UPDATE ON app_public.audit_log 
 CREATE TRIGGER _100_append_only_truncate BEFORE TRUNCATE ON app_public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg__refuse_change();
 
 --
+-- Name: invoice_snapshots _100_immutable; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_immutable BEFORE DELETE OR UPDATE ON app_public.invoice_snapshots FOR EACH ROW EXECUTE FUNCTION app_private.tg__refuse_change();
+
+--
+-- Name: invoice_snapshots _100_immutable_truncate; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_immutable_truncate BEFORE TRUNCATE ON app_public.invoice_snapshots FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg__refuse_change();
+
+--
 -- Name: sites _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -3172,6 +3536,12 @@ CREATE TRIGGER _210_issue_salt AFTER INSERT ON app_public.sites FOR EACH ROW EXE
 --
 
 CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.api_keys FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-last_used_at');
+
+--
+-- Name: invoice_snapshots _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT ON app_public.invoice_snapshots FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'period');
 
 --
 -- Name: site_members _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
@@ -3245,6 +3615,13 @@ ALTER TABLE ONLY app_public.api_keys
 
 ALTER TABLE ONLY app_public.consents
     ADD CONSTRAINT consents_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: invoice_snapshots invoice_snapshots_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.invoice_snapshots
+    ADD CONSTRAINT invoice_snapshots_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
 -- Name: site_members site_members_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -3363,6 +3740,12 @@ ALTER TABLE app_public.ingest_idempotency ENABLE ROW LEVEL SECURITY;
 CREATE POLICY insert_admin ON app_public.site_members FOR INSERT WITH CHECK (((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)) AND ((role < 'admin'::app_public.site_role) OR (site_id IN ( SELECT app_hidden.current_user_site_ids('owner'::app_public.site_role) AS current_user_site_ids)))));
 
 --
+-- Name: invoice_snapshots; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.invoice_snapshots ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: api_keys select_admin; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -3373,6 +3756,12 @@ CREATE POLICY select_admin ON app_public.api_keys FOR SELECT USING ((site_id IN 
 --
 
 CREATE POLICY select_admin ON app_public.audit_log FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
+
+--
+-- Name: invoice_snapshots select_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_admin ON app_public.invoice_snapshots FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
 
 --
 -- Name: consents select_member; Type: POLICY; Schema: app_public; Owner: -
@@ -3542,6 +3931,13 @@ REVOKE ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION parse_timestamptz(value text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -3602,6 +3998,12 @@ GRANT ALL ON FUNCTION app_hidden.url_params(url text) TO opsmantik_visitor;
 --
 
 REVOKE ALL ON FUNCTION app_private.append_audit(site_id uuid, action text, target_table text, target_id text, old_values jsonb, new_values jsonb, actor_user_id uuid, actor_api_key_id uuid, actor_db_role text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION assert_billing_access(site_id uuid, action text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.assert_billing_access(site_id uuid, action text) FROM PUBLIC;
 
 --
 -- Name: TABLE audit_log; Type: ACL; Schema: app_public; Owner: -
@@ -3683,6 +4085,12 @@ GRANT UPDATE(currency) ON TABLE app_public.sites TO opsmantik_visitor;
 REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) FROM PUBLIC;
+
+--
 -- Name: FUNCTION create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -3693,6 +4101,12 @@ REVOKE ALL ON FUNCTION app_private.create_site(owner_id uuid, name text, domain 
 --
 
 REVOKE ALL ON FUNCTION app_private.daily_salt(day date) FROM PUBLIC;
+
+--
+-- Name: FUNCTION drop_expired_ledger_partitions(retention_days integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.drop_expired_ledger_partitions(retention_days integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION effective_consent(site app_public.sites, own jsonb, recorded jsonb); Type: ACL; Schema: app_private; Owner: -
@@ -3717,6 +4131,12 @@ REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.si
 --
 
 REVOKE ALL ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION freeze_due_invoices(now timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION ingest_cleanup(); Type: ACL; Schema: app_private; Owner: -
@@ -3779,6 +4199,12 @@ REVOKE ALL ON FUNCTION app_private.origin_allowed(site app_public.sites, origin 
 
 REVOKE ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) TO opsmantik_authenticator;
+
+--
+-- Name: FUNCTION period_start(period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.period_start(period date) FROM PUBLIC;
 
 --
 -- Name: FUNCTION place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -3903,6 +4329,13 @@ REVOKE ALL ON FUNCTION app_public.add_site_member(site_id uuid, email text, role
 GRANT ALL ON FUNCTION app_public.add_site_member(site_id uuid, email text, role app_public.site_role) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION billing_reconciliation(site_id uuid, period date); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.billing_reconciliation(site_id uuid, period date) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.billing_reconciliation(site_id uuid, period date) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION create_api_key(site_id uuid, role app_public.site_role, name text); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -3941,6 +4374,19 @@ GRANT ALL ON FUNCTION app_public."current_user"() TO opsmantik_visitor;
 
 REVOKE ALL ON FUNCTION app_public.delete_site(site_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.delete_site(site_id uuid) TO opsmantik_visitor;
+
+--
+-- Name: TABLE invoice_snapshots; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.invoice_snapshots TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION freeze_invoice(site_id uuid, period date); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION remove_site_member(site_id uuid, user_id uuid); Type: ACL; Schema: app_public; Owner: -

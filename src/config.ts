@@ -41,6 +41,7 @@ export interface Config {
   allowedOrigins: string[];
   metricsToken: string | undefined;
   logLevel: string;
+  ledgerRetentionDays: number;
 }
 
 const DEFAULT_SOCKET_DIR = "/var/run/postgresql";
@@ -147,6 +148,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent (got "${logLevel}")`);
   }
 
+  const retentionText = optional(env, "LEDGER_RETENTION_DAYS") ?? "90";
+  const ledgerRetentionDays = Number(retentionText);
+  if (!/^\d+$/.test(retentionText) || ledgerRetentionDays < 90) {
+    throw new ConfigError(`LEDGER_RETENTION_DAYS must be a whole number of days, at least 90 (got "${retentionText}")`);
+  }
+
   return {
     databaseUrl,
     rootDatabaseUrl,
@@ -165,5 +172,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowedOrigins: parseOrigins(optional(env, "ALLOWED_ORIGINS")),
     metricsToken: optional(env, "METRICS_TOKEN"),
     logLevel,
+    ledgerRetentionDays,
   };
 }

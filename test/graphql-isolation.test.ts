@@ -55,6 +55,10 @@ async function createTenant(label: string): Promise<Tenant> {
     expect(result.accepted).toBe(2);
     await client.query("select app_private.record_consent($1, $2, $3::jsonb, $4, '10.0.0.1')",
       [site.publicKey, visitor, JSON.stringify({ analytics_storage: "granted" }), origin]);
+    // A frozen invoice of an earlier month (written directly: the grace rule is not the point here).
+    await client.query(
+      `insert into app_public.invoice_snapshots (site_id, period, billable_events, non_billable_events, ledger_digest, frozen_by)
+       values ($1, '2026-01-01', 0, 0, encode(digest('', 'sha256'), 'hex'), 'test')`, [site.id]);
     return { label, siteId: site.id, publicKey: site.publicKey, name, users, keys, visitor };
   } finally {
     client.release();
@@ -283,6 +287,7 @@ beforeAll(async () => {
     allEvents { nodes { id rowId siteId occurredAt } }
     allIngestIdempotencies { nodes { id siteId idempotencyKey occurredAt } }
     allConsents { nodes { id rowId siteId } }
+    allInvoiceSnapshots { nodes { id siteId period } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
@@ -296,7 +301,9 @@ beforeAll(async () => {
     Event: d.allEvents.nodes,
     IngestIdempotency: d.allIngestIdempotencies.nodes,
     Consent: d.allConsents.nodes,
+    InvoiceSnapshot: d.allInvoiceSnapshots.nodes.filter((n: any) => n.siteId === B.siteId),
   };
+  expect(recordsOfB.InvoiceSnapshot).toHaveLength(1);
   // B's owner sees B's tracker rows (one session of two events, their ledger rows, a consent).
   expect([recordsOfB.Session.length, recordsOfB.Event.length, recordsOfB.IngestIdempotency.length, recordsOfB.Consent.length])
     .toEqual([1, 2, 2, 1]);
@@ -335,7 +342,8 @@ describe("reading across tenants", () => {
   let probes: Probe[];
 
   beforeAll(() => {
-    probes = walker.probes(recordsOfB, { siteId: B.siteId });
+    // Fields that take a site (and a billing period) get B's, with the month of its frozen invoice.
+    probes = walker.probes(recordsOfB, { siteId: B.siteId, period: "2026-01-01" });
   });
 
   test("the walk covers every table type, by connection and by lookup, and node(id)", () => {
