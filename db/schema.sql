@@ -965,7 +965,8 @@ CREATE FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) RET
            order by l.idempotency_key::text collate "C"), ''), 'sha256'), 'hex')
     from app_public.ingest_idempotency l
    where l.site_id = compute_ledger_digest.site_id
-     and l.occurred_at >= compute_ledger_digest.period and l.occurred_at < compute_ledger_digest.period + interval '1 month';
+     and l.occurred_at >= (app_private.period_bounds(compute_ledger_digest.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(compute_ledger_digest.period)).ends_at;
 $$;
 
 --
@@ -1105,7 +1106,8 @@ begin
   select greatest(site.monthly_event_quota - pg_catalog.count(*), 0) into v_left
     from app_public.ingest_idempotency l
    where l.site_id = site.id and l.billable
-     and l.occurred_at >= ensure_quota_shards.period and l.occurred_at < ensure_quota_shards.period + interval '1 month';
+     and l.occurred_at >= (app_private.period_bounds(ensure_quota_shards.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(ensure_quota_shards.period)).ends_at;
   insert into app_private.quota_shards (site_id, period, shard, remaining)
   select site.id, ensure_quota_shards.period, s, v_left / v_shards + case when s < v_left % v_shards then 1 else 0 end
     from pg_catalog.generate_series(0, v_shards - 1) as s
@@ -1769,6 +1771,22 @@ $$;
 COMMENT ON FUNCTION app_private.origin_known(origin text, global_origins text[]) IS 'True when some site (or the global list) allows the origin: the CORS preflight check.';
 
 --
+-- Name: period_bounds(date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone) RETURNS record
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+  select period::timestamp at time zone 'UTC', (period + interval '1 month') at time zone 'UTC';
+$$;
+
+--
+-- Name: FUNCTION period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone) IS 'The first and the first-after-last instants of a billing period, in UTC.';
+
+--
 -- Name: period_start(date); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -2342,18 +2360,20 @@ CREATE FUNCTION app_public.billing_reconciliation(site_id uuid, period date) RET
 declare
   r app_public.billing_reconciliation_result;
   v_snapshot app_public.invoice_snapshots;
+  v_bounds record;
 begin
   perform app_private.assert_billing_access(billing_reconciliation.site_id, 'reconcile');
   r.site_id := billing_reconciliation.site_id;
   r.period := app_private.period_start(billing_reconciliation.period);
+  v_bounds := app_private.period_bounds(r.period);
   r.drift := '{}';
   select pg_catalog.count(*) filter (where l.billable), pg_catalog.count(*) filter (where not l.billable)
     into r.ledger_billable, r.ledger_non_billable
     from app_public.ingest_idempotency l
-   where l.site_id = r.site_id and l.occurred_at >= r.period and l.occurred_at < r.period + interval '1 month';
+   where l.site_id = r.site_id and l.occurred_at >= v_bounds.starts_at and l.occurred_at < v_bounds.ends_at;
   select pg_catalog.count(*) into r.events_stored
     from app_public.events e
-   where e.site_id = r.site_id and e.occurred_at >= r.period and e.occurred_at < r.period + interval '1 month';
+   where e.site_id = r.site_id and e.occurred_at >= v_bounds.starts_at and e.occurred_at < v_bounds.ends_at;
   if r.events_stored <> r.ledger_billable + r.ledger_non_billable then
     r.drift := r.drift || pg_catalog.format('events: %s stored, but the ledger has %s rows', r.events_stored,
                                             r.ledger_billable + r.ledger_non_billable);
@@ -2604,7 +2624,7 @@ begin
   if not exists (select 1 from app_public.sites s where s.id = freeze_invoice.site_id) then
     raise exception using errcode = 'OMNSS', message = 'No such site.';
   end if;
-  if pg_catalog.now() < v_period + interval '1 month' + interval '8 days' then
+  if pg_catalog.now() < (app_private.period_bounds(v_period)).ends_at + interval '8 days' then
     raise exception using errcode = 'OMGRC', message = 'The period cannot be frozen before 8 days after its end.';
   end if;
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('invoice/' || freeze_invoice.site_id::text || '/' || v_period::text, 0));
@@ -2619,7 +2639,8 @@ begin
          coalesce('user:' || app_hidden.current_user_id()::text, 'api_key:' || app_hidden.current_api_key_id()::text,
                   nullif(pg_catalog.current_setting('app.frozen_by', true), ''), 'db:' || session_user)
     from app_public.ingest_idempotency l
-   where l.site_id = freeze_invoice.site_id and l.occurred_at >= v_period and l.occurred_at < v_period + interval '1 month'
+   where l.site_id = freeze_invoice.site_id
+     and l.occurred_at >= (app_private.period_bounds(v_period)).starts_at and l.occurred_at < (app_private.period_bounds(v_period)).ends_at
   returning * into v_snapshot;
   return v_snapshot;
 end;
@@ -4199,6 +4220,12 @@ REVOKE ALL ON FUNCTION app_private.origin_allowed(site app_public.sites, origin 
 
 REVOKE ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) TO opsmantik_authenticator;
+
+--
+-- Name: FUNCTION period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION period_start(period date); Type: ACL; Schema: app_private; Owner: -

@@ -14,6 +14,7 @@ drop function if exists app_private.compute_ledger_digest(uuid, date);
 drop function if exists app_hidden.ledger_line(uuid, timestamptz, boolean);
 drop function if exists app_private.assert_billing_access(uuid, text);
 drop function if exists app_private.period_start(date);
+drop function if exists app_private.period_bounds(date);
 drop table if exists app_public.invoice_snapshots;
 
 /* A billing period is a UTC calendar month, named by its first day. */
@@ -28,6 +29,14 @@ begin
 end;
 $$;
 comment on function app_private.period_start(date) is E'Checks that a date names a billing period (the first of a month); raises OMPER otherwise.';
+
+/* A period's bounds as instants: UTC midnight to UTC midnight, whatever the session's time zone. */
+create function app_private.period_bounds(period date, out starts_at timestamptz, out ends_at timestamptz)
+  language sql immutable strict parallel safe
+as $$
+  select period::timestamp at time zone 'UTC', (period + interval '1 month') at time zone 'UTC';
+$$;
+comment on function app_private.period_bounds(date) is E'The first and the first-after-last instants of a billing period, in UTC.';
 
 create table app_public.invoice_snapshots (
   site_id uuid not null references app_public.sites on delete cascade,
@@ -96,7 +105,8 @@ as $$
            order by l.idempotency_key::text collate "C"), ''), 'sha256'), 'hex')
     from app_public.ingest_idempotency l
    where l.site_id = compute_ledger_digest.site_id
-     and l.occurred_at >= compute_ledger_digest.period and l.occurred_at < compute_ledger_digest.period + interval '1 month';
+     and l.occurred_at >= (app_private.period_bounds(compute_ledger_digest.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(compute_ledger_digest.period)).ends_at;
 $$;
 comment on function app_private.compute_ledger_digest(uuid, date) is E'The SPEC §9 digest of a site''s ledger for a period, computed now.';
 
@@ -122,18 +132,20 @@ as $$
 declare
   r app_public.billing_reconciliation_result;
   v_snapshot app_public.invoice_snapshots;
+  v_bounds record;
 begin
   perform app_private.assert_billing_access(billing_reconciliation.site_id, 'reconcile');
   r.site_id := billing_reconciliation.site_id;
   r.period := app_private.period_start(billing_reconciliation.period);
+  v_bounds := app_private.period_bounds(r.period);
   r.drift := '{}';
   select pg_catalog.count(*) filter (where l.billable), pg_catalog.count(*) filter (where not l.billable)
     into r.ledger_billable, r.ledger_non_billable
     from app_public.ingest_idempotency l
-   where l.site_id = r.site_id and l.occurred_at >= r.period and l.occurred_at < r.period + interval '1 month';
+   where l.site_id = r.site_id and l.occurred_at >= v_bounds.starts_at and l.occurred_at < v_bounds.ends_at;
   select pg_catalog.count(*) into r.events_stored
     from app_public.events e
-   where e.site_id = r.site_id and e.occurred_at >= r.period and e.occurred_at < r.period + interval '1 month';
+   where e.site_id = r.site_id and e.occurred_at >= v_bounds.starts_at and e.occurred_at < v_bounds.ends_at;
   if r.events_stored <> r.ledger_billable + r.ledger_non_billable then
     r.drift := r.drift || pg_catalog.format('events: %s stored, but the ledger has %s rows', r.events_stored,
                                             r.ledger_billable + r.ledger_non_billable);
@@ -175,7 +187,7 @@ begin
   if not exists (select 1 from app_public.sites s where s.id = freeze_invoice.site_id) then
     raise exception using errcode = 'OMNSS', message = 'No such site.';
   end if;
-  if pg_catalog.now() < v_period + interval '1 month' + interval '8 days' then
+  if pg_catalog.now() < (app_private.period_bounds(v_period)).ends_at + interval '8 days' then
     raise exception using errcode = 'OMGRC', message = 'The period cannot be frozen before 8 days after its end.';
   end if;
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('invoice/' || freeze_invoice.site_id::text || '/' || v_period::text, 0));
@@ -190,7 +202,8 @@ begin
          coalesce('user:' || app_hidden.current_user_id()::text, 'api_key:' || app_hidden.current_api_key_id()::text,
                   nullif(pg_catalog.current_setting('app.frozen_by', true), ''), 'db:' || session_user)
     from app_public.ingest_idempotency l
-   where l.site_id = freeze_invoice.site_id and l.occurred_at >= v_period and l.occurred_at < v_period + interval '1 month'
+   where l.site_id = freeze_invoice.site_id
+     and l.occurred_at >= (app_private.period_bounds(v_period)).starts_at and l.occurred_at < (app_private.period_bounds(v_period)).ends_at
   returning * into v_snapshot;
   return v_snapshot;
 end;

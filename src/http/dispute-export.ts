@@ -4,24 +4,21 @@
  *
  * The first three columns are exactly the lines the invoice digest hashes (SPEC §9), in the
  * same order, so `tail -n +2 | cut -d, -f1-3 | sha256sum` reproduces invoice_snapshots.ledger_digest.
- * Rows come from a database cursor a few thousand at a time and are written with backpressure:
+ * Rows are streamed with COPY … TO STDOUT straight into the response, with backpressure:
  * memory stays flat however large the month is.
  */
+import { pipeline } from "node:stream/promises";
 import type { Request, Response } from "express";
-import type pg from "pg";
+import pg from "pg";
+import { to as copyTo } from "pg-copy-streams";
 import type { Config } from "../config";
 import { recordDenial } from "../db/denials";
 import { logger } from "../logger";
 import { pgSettingsFor } from "./auth-context";
 import { sendError } from "./errors";
 
-const FETCH_ROWS = 5000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const DISPUTE_EXPORT_HEADER = "idempotency_key,occurred_at,billable,received_at,reason";
-
-function write(res: Response, chunk: string): Promise<void> {
-  return res.write(chunk) ? Promise.resolve() : new Promise((resolve) => res.once("drain", resolve));
-}
 
 export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; owner: pg.Pool }) {
   return async (req: Request, res: Response): Promise<void> => {
@@ -35,6 +32,7 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
 
     const client = await pools.auth.connect();
     let streaming = false;
+    let broken = false;
     try {
       await client.query("begin read only");
       const settings = pgSettingsFor(config, req.auth);
@@ -43,14 +41,17 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
       await client.query("select app_hidden.assert_site_role($1::uuid, 'admin', 'dispute_export', 'ingest_idempotency', $1::text)", [siteId]);
       const { rows: snapshot } = await client.query(
         "select ledger_digest from app_public.invoice_snapshots where site_id = $1 and period = $2", [siteId, periodStart]);
-      await client.query(
-        `declare dispute_export no scroll cursor for
-           select app_hidden.ledger_line(l.idempotency_key, l.occurred_at, l.billable) || ','
-                  || pg_catalog.to_char(l.received_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ','
-                  || coalesce(l.reason, '') as line
-             from app_public.ingest_idempotency l
-            where l.site_id = $1 and l.occurred_at >= $2::date and l.occurred_at < $2::date + interval '1 month'
-            order by l.idempotency_key::text collate "C"`, [siteId, periodStart]);
+      // COPY streams rows straight from the server into the response (no per-row objects);
+      // it takes no bind parameters, so the (validated) site and month are quoted literals.
+      const copy = client.query(copyTo(
+        `copy (select app_hidden.ledger_line(l.idempotency_key, l.occurred_at, l.billable) || ','
+                      || pg_catalog.to_char(l.received_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ','
+                      || coalesce(l.reason, '')
+                 from app_public.ingest_idempotency l
+                where l.site_id = ${pg.escapeLiteral(siteId)}::uuid
+                  and l.occurred_at >= (${pg.escapeLiteral(periodStart)}::date)::timestamp at time zone 'UTC'
+                  and l.occurred_at < (${pg.escapeLiteral(periodStart)}::date + interval '1 month')::timestamp at time zone 'UTC'
+                order by l.idempotency_key::text collate "C") to stdout`));
 
       res.status(200);
       res.setHeader("Content-Type", "text/csv; charset=utf-8");
@@ -58,18 +59,15 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
       res.setHeader("Cache-Control", "no-store");
       if (snapshot[0]) res.setHeader("X-Invoice-Ledger-Digest", snapshot[0].ledger_digest);
       streaming = true;
-      await write(res, `${DISPUTE_EXPORT_HEADER}\n`);
-      for (;;) {
-        const { rows } = await client.query<{ line: string }>(`fetch ${FETCH_ROWS} from dispute_export`);
-        if (rows.length === 0) break;
-        await write(res, rows.map((r) => `${r.line}\n`).join(""));
-      }
+      res.write(`${DISPUTE_EXPORT_HEADER}\n`);
+      await pipeline(copy, res, { end: false });
       await client.query("commit");
       res.end();
     } catch (error) {
-      await client.query("rollback").catch(() => {});
+      if (!streaming) await client.query("rollback").catch(() => {});
       const { code, detail } = error as { code?: string; detail?: string };
       if (streaming) {
+        broken = true; // the connection may still be inside COPY: discard it
         logger.error({ err: (error as Error).message }, "dispute export failed while streaming");
         res.destroy(); // a truncated CSV must not look complete
       } else if (code === "OM403") {
@@ -80,7 +78,7 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
         sendError(res, 500, "internal", "Something went wrong on our side.");
       }
     } finally {
-      client.release();
+      client.release(broken);
     }
   };
 }

@@ -371,7 +371,7 @@ async function fillLedger(root: pg.Client, rows: number): Promise<Record<string,
       `insert into app_public.ingest_idempotency (site_id, idempotency_key, occurred_at, received_at, billable, reason)
        select ($1::uuid[])[1 + g % 10], gen_random_uuid(), t.at, t.at, true, null
          from generate_series(1, $2::int) g,
-              lateral (select $3::timestamptz + random() * ($4::timestamptz - $3::timestamptz) as at offset 0) t`,
+              lateral (select $3::timestamptz + random() * ($4::timestamptz - $3::timestamptz) as at where g is not null offset 0) t`,
       [sites, count, from, to]);
     done += count;
     log(`ledger: ${done.toLocaleString("en")} / ${rows.toLocaleString("en")} rows (${((Date.now() - began) / 1000).toFixed(0)} s)`);

@@ -15,6 +15,10 @@ const BENCHMARKS: Record<string, Benchmark> = {
     summary: "POST /api/sync against a bare INSERT-per-event baseline: single events, 10-event batches, hot site vs 1,000 sites, 10M-row ledger, exact counts",
     load: () => import("./ingest.js"),
   },
+  export: {
+    summary: "GET /api/billing/dispute-export.csv of a frozen 1M-row month against psql \\copy of the same rows: rows/s, peak RSS, digest",
+    load: () => import("./export.js"),
+  },
 };
 
 function help(): string {

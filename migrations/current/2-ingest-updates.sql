@@ -1,6 +1,7 @@
 /*
  * Ingestion learns about frozen invoices: an event whose month is frozen is rejected with
  * period_closed (ingest_events as in 000002, plus that check before the ledger write).
+ * Month bounds are UTC instants (period_bounds), whatever the session's time zone.
  */
 create or replace function app_private.ingest_events(
   public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[] default '{}'
@@ -139,3 +140,28 @@ end;
 $$;
 comment on function app_private.ingest_events(text, jsonb, text, text, text, text[]) is
   E'POST /api/sync in one call: returns {accepted, duplicates, rejected[]}; raises OMUSK, OMORG, OM429 or OMENV for the whole request.';
+
+create or replace function app_private.ensure_quota_shards(site app_public.sites, period date) returns void
+  language plpgsql volatile
+as $$
+declare
+  v_shards constant integer := 16;
+  v_left bigint;
+begin
+  if site.monthly_event_quota is null
+     or exists (select 1 from app_private.quota_shards q where q.site_id = site.id and q.period = ensure_quota_shards.period) then
+    return;
+  end if;
+  select greatest(site.monthly_event_quota - pg_catalog.count(*), 0) into v_left
+    from app_public.ingest_idempotency l
+   where l.site_id = site.id and l.billable
+     and l.occurred_at >= (app_private.period_bounds(ensure_quota_shards.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(ensure_quota_shards.period)).ends_at;
+  insert into app_private.quota_shards (site_id, period, shard, remaining)
+  select site.id, ensure_quota_shards.period, s, v_left / v_shards + case when s < v_left % v_shards then 1 else 0 end
+    from pg_catalog.generate_series(0, v_shards - 1) as s
+  on conflict do nothing;
+end;
+$$;
+comment on function app_private.ensure_quota_shards(app_public.sites, date) is
+  E'Creates the 16 quota shards of a site and month on first use, holding the quota left.';
