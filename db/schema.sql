@@ -1045,7 +1045,7 @@ begin
     raise exception using errcode = 'OMRET', message = 'Ledger retention must be at least 90 days.';
   end if;
   for v_partition in
-    select c.oid::regclass as relation,
+    select c.oid::regclass::text as relation,
            (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')) as bounds
       from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
      where i.inhparent = 'app_public.ingest_idempotency'::regclass and not c.relname like '%\_default'
@@ -1057,7 +1057,7 @@ begin
       v_partition.relation) into v_unfrozen;
     continue when v_unfrozen;
     execute pg_catalog.format('drop table %s', v_partition.relation);
-    v_dropped := v_dropped || v_partition.relation::text;
+    v_dropped := v_dropped || v_partition.relation;
   end loop;
   return v_dropped;
 end;
@@ -1241,7 +1241,8 @@ begin
   for v_due in
     select distinct l.site_id, pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date as period
       from app_public.ingest_idempotency l
-     where l.occurred_at < pg_catalog.date_trunc('month', (freeze_due_invoices.now - interval '8 days') at time zone 'UTC') at time zone 'UTC'
+     -- Never ahead of the real clock: freeze_invoice would refuse those periods anyway.
+     where l.occurred_at < pg_catalog.date_trunc('month', (least(freeze_due_invoices.now, pg_catalog.now()) - interval '8 days') at time zone 'UTC') at time zone 'UTC'
        and not exists (select 1 from app_public.invoice_snapshots s
                         where s.site_id = l.site_id
                           and s.period = pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date)
@@ -3642,7 +3643,7 @@ ALTER TABLE ONLY app_public.consents
 --
 
 ALTER TABLE ONLY app_public.invoice_snapshots
-    ADD CONSTRAINT invoice_snapshots_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+    ADD CONSTRAINT invoice_snapshots_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE RESTRICT;
 
 --
 -- Name: site_members site_members_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -

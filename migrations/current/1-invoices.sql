@@ -39,7 +39,8 @@ $$;
 comment on function app_private.period_bounds(date) is E'The first and the first-after-last instants of a billing period, in UTC.';
 
 create table app_public.invoice_snapshots (
-  site_id uuid not null references app_public.sites on delete cascade,
+  -- Invoices outlive nothing silently: a site with frozen invoices cannot be deleted.
+  site_id uuid not null constraint invoice_snapshots_site_id_fkey references app_public.sites on delete restrict,
   period date not null constraint invoice_snapshots_period_is_month check (period = date_trunc('month', period)::date),
   frozen_at timestamptz not null default now(),
   billable_events bigint not null,
@@ -224,7 +225,8 @@ begin
   for v_due in
     select distinct l.site_id, pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date as period
       from app_public.ingest_idempotency l
-     where l.occurred_at < pg_catalog.date_trunc('month', (freeze_due_invoices.now - interval '8 days') at time zone 'UTC') at time zone 'UTC'
+     -- Never ahead of the real clock: freeze_invoice would refuse those periods anyway.
+     where l.occurred_at < pg_catalog.date_trunc('month', (least(freeze_due_invoices.now, pg_catalog.now()) - interval '8 days') at time zone 'UTC') at time zone 'UTC'
        and not exists (select 1 from app_public.invoice_snapshots s
                         where s.site_id = l.site_id
                           and s.period = pg_catalog.date_trunc('month', l.occurred_at at time zone 'UTC')::date)
@@ -255,7 +257,7 @@ begin
     raise exception using errcode = 'OMRET', message = 'Ledger retention must be at least 90 days.';
   end if;
   for v_partition in
-    select c.oid::regclass as relation,
+    select c.oid::regclass::text as relation,
            (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')) as bounds
       from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
      where i.inhparent = 'app_public.ingest_idempotency'::regclass and not c.relname like '%\_default'
@@ -267,7 +269,7 @@ begin
       v_partition.relation) into v_unfrozen;
     continue when v_unfrozen;
     execute pg_catalog.format('drop table %s', v_partition.relation);
-    v_dropped := v_dropped || v_partition.relation::text;
+    v_dropped := v_dropped || v_partition.relation;
   end loop;
   return v_dropped;
 end;

@@ -15,6 +15,10 @@ const BY_SQLSTATE: Record<string, PublicError> = {
   OMNOU: { status: 404, code: "user_not_found", message: "No user has this email address." },
   OMKRL: { status: 400, code: "invalid_role", message: "An API key can be viewer, editor or admin." },
   OMIMM: { status: 409, code: "immutable", message: "This record cannot be changed." },
+  OMGRC: { status: 409, code: "grace_period", message: "A month can be frozen only once 8 days have passed since its end." },
+  OMPER: { status: 400, code: "invalid_period", message: "A billing period is named by the first day of its month." },
+  OMNSS: { status: 404, code: "site_not_found", message: "No such site." },
+  OMRET: { status: 400, code: "invalid_retention", message: "Ledger retention must be at least 90 days." },
 };
 
 const BY_CONSTRAINT: Record<string, string> = {
@@ -46,6 +50,9 @@ export function publicDatabaseError(error: unknown): PublicError | undefined {
   if (BY_SQLSTATE[pgError.code]) return BY_SQLSTATE[pgError.code];
   if ((pgError.code === "23514" || pgError.code === "23505") && pgError.constraint && BY_CONSTRAINT[pgError.constraint]) {
     return { status: pgError.code === "23505" ? 409 : 400, code: pgError.code === "23505" ? "already_exists" : "invalid_input", message: BY_CONSTRAINT[pgError.constraint] };
+  }
+  if (pgError.code === "23503" && pgError.constraint === "invoice_snapshots_site_id_fkey") {
+    return { status: 409, code: "site_has_invoices", message: "A site with frozen invoices cannot be deleted." };
   }
   if (pgError.code === "22P02") return { status: 400, code: "invalid_input", message: "A value has the wrong format." };
   return undefined;
