@@ -814,6 +814,25 @@ $$;
 COMMENT ON FUNCTION app_private.authenticate_api_key(key text) IS 'Resolves a presented API key to its id, site and role; empty when unknown or revoked.';
 
 --
+-- Name: call_event_secrets_for(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.call_event_secrets_for(public_key text) RETURNS TABLE(site_id uuid, current_secret text, previous_secret text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select c.site_id, c.current_secret, c.previous_secret
+    from app_public.sites s join app_private.call_event_secrets c on c.site_id = s.id
+   where s.public_key = call_event_secrets_for.public_key;
+$$;
+
+--
+-- Name: FUNCTION call_event_secrets_for(public_key text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.call_event_secrets_for(public_key text) IS 'The signing secrets of the site with this public key (used only to verify signatures, never returned to clients).';
+
+--
 -- Name: sites; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -1925,6 +1944,108 @@ $$;
 COMMENT ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) IS 'Deletes a visitor''s sessions from the event (since, since_event_id) on and derives them again from the events.';
 
 --
+-- Name: record_call_event(uuid, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_call_event(site_id uuid, body jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_started_at timestamptz := app_hidden.parse_timestamptz(body ->> 'started_at');
+  v_status text := body ->> 'status';
+  v_rank constant jsonb := '{"ringing": 1, "answered": 2, "missed": 3, "ended": 3}';
+  v_session app_public.sessions;
+  v_call app_public.calls;
+  v_site app_public.sites;
+  v_tier text;
+  v_source text;
+  v_click_id text;
+  v_click_type text;
+begin
+  select * into v_site from app_public.sites s where s.id = record_call_event.site_id;
+  if pg_catalog.jsonb_typeof(body -> 'call_id') is distinct from 'string' or body ->> 'call_id' !~ '^[A-Za-z0-9_.:-]{1,200}$' then
+    raise exception using errcode = 'OMCAL', message = 'call_id must be 1 to 200 letters, digits or _.:-';
+  end if;
+  if v_status is null or not v_rank ? v_status then
+    raise exception using errcode = 'OMCAL', message = 'status must be ringing, answered, missed or ended.';
+  end if;
+  if v_started_at is null or v_started_at > pg_catalog.now() + interval '5 minutes' or v_started_at < pg_catalog.now() - interval '7 days' then
+    raise exception using errcode = 'OMCAL', message = 'started_at must be an ISO-8601 time with a zone within the last 7 days.';
+  end if;
+  if body ? 'duration_s' and (pg_catalog.jsonb_typeof(body -> 'duration_s') <> 'number'
+                              or (body ->> 'duration_s') !~ '^[0-9]{1,5}$' or (body ->> 'duration_s')::integer > 86400) then
+    raise exception using errcode = 'OMCAL', message = 'duration_s must be a whole number of seconds up to 86400.';
+  end if;
+  if (body ->> 'caller') !~ '^\+[1-9][0-9]{6,14}$' or (body ->> 'tracking_number') !~ '^\+[1-9][0-9]{6,14}$' then
+    raise exception using errcode = 'OMCAL', message = 'caller and tracking_number must be E.164 numbers like +905551112233.';
+  end if;
+  if (body ->> 'session_id') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+     or (body ->> 'visitor_id') !~ '^[A-Za-z0-9_-]{1,64}$' or (body ->> 'gclid') !~ '^[A-Za-z0-9_-]{1,255}$' then
+    raise exception using errcode = 'OMCAL', message = 'session_id must be a UUID, visitor_id and gclid plain identifiers.';
+  end if;
+
+  -- The session that caused the call: named, else the visitor's latest before the call (by
+  -- the raw id, or the hashed key of that day), else the one that carried the gclid.
+  if body ? 'session_id' then
+    select * into v_session from app_public.sessions s
+     where s.site_id = record_call_event.site_id and s.id = (body ->> 'session_id')::uuid;
+  end if;
+  if v_session.id is null and body ? 'visitor_id' then
+    select * into v_session from app_public.sessions s
+     where s.site_id = record_call_event.site_id
+       and s.visitor_key in (body ->> 'visitor_id',
+             'h:' || pg_catalog.encode(pg_catalog.substr(public.hmac(pg_catalog.convert_to(record_call_event.site_id::text || '/' || (body ->> 'visitor_id'), 'UTF8'),
+                     app_private.daily_salt((v_started_at at time zone 'UTC')::date), 'sha256'), 1, 16), 'hex'))
+       and s.started_at <= v_started_at and s.started_at > v_started_at - interval '90 days'
+     order by s.started_at desc, s.first_event_id desc
+     limit 1;
+  end if;
+  if v_session.id is null and body ? 'gclid' then
+    select * into v_session from app_public.sessions s
+     where s.site_id = record_call_event.site_id and s.click_id = body ->> 'gclid'
+     order by s.started_at desc limit 1;
+  end if;
+  if v_session.id is not null then
+    v_tier := v_session.attribution_tier;
+    v_source := v_session.attribution_source;
+    v_click_id := case when v_session.attribution_tier = 'S3' then v_session.assisting_click_id else v_session.click_id end;
+    v_click_type := case when v_session.attribution_tier = 'S3' then v_session.assisting_click_id_type else v_session.click_id_type end;
+  elsif body ? 'gclid' then
+    v_tier := 'S1'; v_source := 'google_ads'; v_click_id := body ->> 'gclid'; v_click_type := 'gclid';
+  end if;
+
+  insert into app_public.calls as c (site_id, call_id, status, caller, tracking_number, started_at, duration_s,
+                                     visitor_id, session_id, gclid, attribution_tier, attribution_source, click_id, click_id_type)
+  values (record_call_event.site_id, body ->> 'call_id', v_status, body ->> 'caller', body ->> 'tracking_number', v_started_at,
+          coalesce((body ->> 'duration_s')::integer, 0), body ->> 'visitor_id', v_session.id, body ->> 'gclid',
+          v_tier, v_source, v_click_id, v_click_type)
+  on conflict on constraint calls_site_call_id_key do update set
+    status = case when (v_rank ->> excluded.status)::int >= (v_rank ->> c.status)::int then excluded.status else c.status end,
+    duration_s = greatest(c.duration_s, excluded.duration_s),
+    caller = coalesce(c.caller, excluded.caller),
+    tracking_number = coalesce(c.tracking_number, excluded.tracking_number),
+    visitor_id = coalesce(c.visitor_id, excluded.visitor_id),
+    gclid = coalesce(c.gclid, excluded.gclid),
+    session_id = coalesce(c.session_id, excluded.session_id),
+    attribution_tier = coalesce(c.attribution_tier, excluded.attribution_tier),
+    attribution_source = coalesce(c.attribution_source, excluded.attribution_source),
+    click_id = coalesce(c.click_id, excluded.click_id),
+    click_id_type = coalesce(c.click_id_type, excluded.click_id_type),
+    updated_at = pg_catalog.now()
+  returning * into v_call;
+  return pg_catalog.jsonb_build_object('call_id', v_call.call_id, 'id', v_call.id, 'status', v_call.status,
+    'session_id', v_call.session_id, 'attribution_tier', v_call.attribution_tier, 'attribution_source', v_call.attribution_source);
+end;
+$_$;
+
+--
+-- Name: FUNCTION record_call_event(site_id uuid, body jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_call_event(site_id uuid, body jsonb) IS 'Records a signature-verified call event (idempotent by call_id) and matches it to its session; OMCAL for a bad body.';
+
+--
 -- Name: record_consent(text, text, jsonb, text, text, text[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -2004,6 +2125,45 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.record_worker_heartbeat(worker_name text) IS 'Upserts a worker''s heartbeat.';
+
+--
+-- Name: retire_call_event_secret(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.retire_call_event_secret(site_id uuid) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  update app_private.call_event_secrets c set previous_secret = null
+   where c.site_id = retire_call_event_secret.site_id
+  returning c.previous_secret is null;
+$$;
+
+--
+-- Name: FUNCTION retire_call_event_secret(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.retire_call_event_secret(site_id uuid) IS 'Stops accepting the previous call-event secret.';
+
+--
+-- Name: rotate_call_event_secret(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.rotate_call_event_secret(site_id uuid) RETURNS text
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  update app_private.call_event_secrets c
+     set previous_secret = c.current_secret, current_secret = app_private.new_call_event_secret(), rotated_at = pg_catalog.now()
+   where c.site_id = rotate_call_event_secret.site_id
+  returning c.current_secret;
+$$;
+
+--
+-- Name: FUNCTION rotate_call_event_secret(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) IS 'Makes a new current call-event secret; the old one stays valid as the previous secret.';
 
 --
 -- Name: secure_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -3040,6 +3200,145 @@ CREATE TABLE app_private.worker_heartbeats (
 COMMENT ON TABLE app_private.worker_heartbeats IS 'Last time each worker process completed a heartbeat job.';
 
 --
+-- Name: calls; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.calls (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    call_id text NOT NULL,
+    status text NOT NULL,
+    caller text,
+    tracking_number text,
+    started_at timestamp with time zone NOT NULL,
+    duration_s integer DEFAULT 0 NOT NULL,
+    visitor_id text,
+    session_id uuid,
+    gclid text,
+    attribution_tier text,
+    attribution_source text,
+    click_id text,
+    click_id_type text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT calls_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
+    CONSTRAINT calls_call_id_format CHECK ((call_id ~ '^[A-Za-z0-9_.:-]{1,200}$'::text)),
+    CONSTRAINT calls_caller_e164 CHECK ((caller ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT calls_duration CHECK (((duration_s >= 0) AND (duration_s <= 86400))),
+    CONSTRAINT calls_status CHECK ((status = ANY (ARRAY['ringing'::text, 'answered'::text, 'missed'::text, 'ended'::text]))),
+    CONSTRAINT calls_tracking_number_e164 CHECK ((tracking_number ~ '^\+[1-9][0-9]{6,14}$'::text))
+);
+
+--
+-- Name: TABLE calls; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.calls IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Phone calls reported by the call-tracking provider, tied to the session that caused them.';
+
+--
+-- Name: COLUMN calls.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.site_id IS 'The site.';
+
+--
+-- Name: COLUMN calls.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.id IS 'Our identifier.';
+
+--
+-- Name: COLUMN calls.call_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.call_id IS 'The provider''s identifier; repeated events with it update this call.';
+
+--
+-- Name: COLUMN calls.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.status IS 'ringing, answered, missed or ended; a late event never moves a call back.';
+
+--
+-- Name: COLUMN calls.caller; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.caller IS 'Caller number (E.164).';
+
+--
+-- Name: COLUMN calls.tracking_number; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.tracking_number IS 'The tracking number dialled (E.164).';
+
+--
+-- Name: COLUMN calls.started_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.started_at IS 'When the call started.';
+
+--
+-- Name: COLUMN calls.duration_s; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.duration_s IS 'Duration in seconds.';
+
+--
+-- Name: COLUMN calls.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.visitor_id IS 'The website visitor the provider linked, if any.';
+
+--
+-- Name: COLUMN calls.session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.session_id IS 'The session the call was matched to.';
+
+--
+-- Name: COLUMN calls.gclid; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.gclid IS 'The Google click id the provider reported, if any.';
+
+--
+-- Name: COLUMN calls.attribution_tier; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.attribution_tier IS 'The matched session''s tier (S1 when only a gclid is known).';
+
+--
+-- Name: COLUMN calls.attribution_source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.attribution_source IS 'The matched session''s attribution source.';
+
+--
+-- Name: COLUMN calls.click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.click_id IS 'The click id to upload a conversion with: the session''s own (S1) or its assisting one (S3).';
+
+--
+-- Name: COLUMN calls.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.click_id_type IS 'gclid, gbraid or wbraid (or msclkid for S2).';
+
+--
+-- Name: COLUMN calls.received_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.received_at IS 'When we first heard of the call.';
+
+--
+-- Name: COLUMN calls.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.updated_at IS 'When the call last changed.';
+
+--
 -- Name: consents; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -3382,6 +3681,20 @@ ALTER TABLE ONLY app_public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (site_id, seq);
 
 --
+-- Name: calls calls_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.calls
+    ADD CONSTRAINT calls_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: calls calls_site_call_id_key; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.calls
+    ADD CONSTRAINT calls_site_call_id_key UNIQUE (site_id, call_id);
+
+--
 -- Name: consents consents_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3474,6 +3787,12 @@ CREATE INDEX events_session_idx ON ONLY app_public.events USING btree (site_id, 
 --
 
 CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, visitor_key, occurred_at, id);
+
+--
+-- Name: sessions_click_id_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sessions_click_id_idx ON ONLY app_public.sessions USING btree (site_id, click_id);
 
 --
 -- Name: sessions_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -3632,6 +3951,13 @@ ALTER TABLE ONLY app_public.api_keys
     ADD CONSTRAINT api_keys_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: calls calls_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.calls
+    ADD CONSTRAINT calls_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
 -- Name: consents consents_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3726,6 +4052,12 @@ ALTER TABLE app_public.api_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.audit_log ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: calls; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.calls ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: consents; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -3784,6 +4116,12 @@ CREATE POLICY select_admin ON app_public.audit_log FOR SELECT USING ((site_id IN
 --
 
 CREATE POLICY select_admin ON app_public.invoice_snapshots FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
+
+--
+-- Name: calls select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.calls FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
 
 --
 -- Name: consents select_member; Type: POLICY; Schema: app_public; Owner: -
@@ -4047,6 +4385,13 @@ REVOKE ALL ON FUNCTION app_private.authenticate_api_key(key text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.authenticate_api_key(key text) TO opsmantik_authenticator;
 
 --
+-- Name: FUNCTION call_event_secrets_for(public_key text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.call_event_secrets_for(public_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.call_event_secrets_for(public_key text) TO opsmantik_authenticator;
+
+--
 -- Name: TABLE sites; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -4247,6 +4592,13 @@ REVOKE ALL ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, v
 REVOKE ALL ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_call_event(site_id uuid, body jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_call_event(site_id uuid, body jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.record_call_event(site_id uuid, body jsonb) TO opsmantik_authenticator;
+
+--
 -- Name: FUNCTION record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -4264,6 +4616,18 @@ REVOKE ALL ON FUNCTION app_private.record_denied_attempt(detail jsonb) FROM PUBL
 --
 
 REVOKE ALL ON FUNCTION app_private.record_worker_heartbeat(worker_name text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION retire_call_event_secret(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.retire_call_event_secret(site_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION rotate_call_event_secret(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION secure_partitions(); Type: ACL; Schema: app_private; Owner: -
@@ -4456,6 +4820,12 @@ GRANT ALL ON FUNCTION app_public.update_site_settings(site_id uuid, name text, d
 
 REVOKE ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) TO opsmantik_visitor;
+
+--
+-- Name: TABLE calls; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.calls TO opsmantik_visitor;
 
 --
 -- Name: TABLE consents; Type: ACL; Schema: app_public; Owner: -

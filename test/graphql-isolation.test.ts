@@ -55,6 +55,10 @@ async function createTenant(label: string): Promise<Tenant> {
     expect(result.accepted).toBe(2);
     await client.query("select app_private.record_consent($1, $2, $3::jsonb, $4, '10.0.0.1')",
       [site.publicKey, visitor, JSON.stringify({ analytics_storage: "granted" }), origin]);
+    // A call the provider reported, tied to the session of the visitor.
+    await client.query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
+      call_id: `call-${label}`, status: "answered", caller: "+905551112233", tracking_number: "+908501112233",
+      started_at: new Date(now.getTime() + 60_000).toISOString(), visitor_id: visitor, duration_s: 42 })]);
     // A frozen invoice of an earlier month (written directly: the grace rule is not the point here).
     await client.query(
       `insert into app_public.invoice_snapshots (site_id, period, billable_events, non_billable_events, ledger_digest, frozen_by)
@@ -149,15 +153,16 @@ class SchemaWalker {
   }
 
   /** Leaves, plus one level of related rows (connections and single rows) with their leaves. */
-  rowSelection(typeName: string): string {
-    const parts = this.leaves(typeName);
+  rowSelection(typeName: string, aliasPrefix = ""): string {
+    const alias = (name: string) => (aliasPrefix ? `${aliasPrefix}${name}: ${name}` : name);
+    const parts = this.leaves(typeName).map(alias);
     for (const field of this.type(typeName).fields ?? []) {
       if (field.args.some((a) => isRequired(a.type))) continue;
       const target = named(field.type).name!;
       if (target === this.queryTypeName) continue;
       const nodeType = this.connectionNodeType(target);
-      if (nodeType && this.isTableType(nodeType)) parts.push(`${field.name} { totalCount nodes { ${this.leaves(nodeType).join(" ")} } }`);
-      else if (this.isTableType(target)) parts.push(`${field.name} { ${this.leaves(target).join(" ")} }`);
+      if (nodeType && this.isTableType(nodeType)) parts.push(`${alias(field.name)} { totalCount nodes { ${this.leaves(nodeType).join(" ")} } }`);
+      else if (this.isTableType(target)) parts.push(`${alias(field.name)} { ${this.leaves(target).join(" ")} }`);
     }
     return parts.join(" ");
   }
@@ -198,10 +203,15 @@ class SchemaWalker {
       }
 
       if (target.kind === "INTERFACE" && target.name === "Node") {
-        const fragments = this.tableTypes().map((t) => `... on ${t} { ${this.rowSelection(t)} }`).join(" ");
+        // Each type's fields under aliases of their own: two types may share a field name with
+        // different nullability (String vs String!), which GraphQL refuses to merge.
+        const fragments = this.tableTypes().map((t) => `... on ${t} { ${this.rowSelection(t, `${t}__`)} }`).join(" ");
         const all = Object.values(recordsOfB).flat();
         const aliases = all.map((r, i) => `n${i}: ${field.name}(id: ${JSON.stringify(r.id)}) { __typename ${fragments} }`);
-        if (aliases.length) probes.push({ field: field.name, nodeType: "Node", kind: "node", document: `{ ${aliases.join("\n")} }` });
+        // In groups, so no document exceeds the server's request-size limit.
+        for (let i = 0; i < aliases.length; i += 8) {
+          probes.push({ field: field.name, nodeType: "Node", kind: "node", document: `{ ${aliases.slice(i, i + 8).join("\n")} }` });
+        }
         continue;
       }
 
@@ -288,6 +298,7 @@ beforeAll(async () => {
     allIngestIdempotencies { nodes { id siteId idempotencyKey occurredAt } }
     allConsents { nodes { id rowId siteId } }
     allInvoiceSnapshots { nodes { id siteId period } }
+    allCalls { nodes { id rowId siteId callId } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
@@ -302,7 +313,9 @@ beforeAll(async () => {
     IngestIdempotency: d.allIngestIdempotencies.nodes,
     Consent: d.allConsents.nodes,
     InvoiceSnapshot: d.allInvoiceSnapshots.nodes.filter((n: any) => n.siteId === B.siteId),
+    Call: d.allCalls.nodes.filter((n: any) => n.siteId === B.siteId),
   };
+  expect(recordsOfB.Call).toHaveLength(1);
   expect(recordsOfB.InvoiceSnapshot).toHaveLength(1);
   // B's owner sees B's tracker rows (one session of two events, their ledger rows, a consent).
   expect([recordsOfB.Session.length, recordsOfB.Event.length, recordsOfB.IngestIdempotency.length, recordsOfB.Consent.length])
@@ -328,7 +341,7 @@ beforeAll(async () => {
     ...recordsOfB.ApiKey.map((k) => k.keyPrefix),
     ...Object.values(recordsOfB).flat().map((r) => r.id),
     ...recordsOfB.Session.map((r) => r.rowId), ...recordsOfB.Event.map((r) => r.rowId),
-    B.visitor, "landing-Bravo", "Bravo-click",
+    B.visitor, "landing-Bravo", "Bravo-click", "call-Bravo", ...recordsOfB.Call.map((r) => r.rowId),
   ];
 });
 

@@ -5,6 +5,7 @@
 import { ConfigError, loadEnvFile } from "../config";
 import { SetupError } from "../setup/setup";
 import { Command, CommandError, parse, UsageError } from "./command";
+import { callSecretRetire, callSecretRotate } from "./commands/call-secret";
 import { migrateCommand, setupCommand } from "./commands/database";
 import { schemaDump } from "./commands/schema";
 import { serve, start, worker } from "./commands/run";
@@ -12,7 +13,7 @@ import { apiKeyCreate, apiKeyRevoke, siteCreate, token, userCreate } from "./com
 
 const COMMANDS: Command[] = [
   start, serve, worker, setupCommand, migrateCommand,
-  userCreate, siteCreate, token, apiKeyCreate, apiKeyRevoke, schemaDump,
+  userCreate, siteCreate, token, apiKeyCreate, apiKeyRevoke, callSecretRotate, callSecretRetire, schemaDump,
 ];
 
 function overview(): string {

@@ -10,6 +10,7 @@ import type { Config } from "../config";
 import { logger } from "../logger";
 import { authenticate } from "./authenticate";
 import { sendError } from "./errors";
+import { callEventRouter } from "./call-events";
 import { disputeExportHandler } from "./dispute-export";
 import { healthHandler } from "./health";
 import { ingestRouter } from "./ingest";
@@ -35,6 +36,7 @@ export function makeApp(deps: AppDeps): express.Express {
   });
   app.get("/api/health", healthHandler(deps.pools.owner));
   app.use("/api", ingestRouter(deps.config, deps.pools.auth));
+  app.use("/api", callEventRouter(deps.pools.auth));
   app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
   app.get("/api/billing/dispute-export.csv", authenticate(deps.verifyToken, deps.pools.auth), disputeExportHandler(deps.config, deps.pools));
   return app;
