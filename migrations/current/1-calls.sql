@@ -41,7 +41,7 @@ comment on table app_public.calls is
 comment on column app_public.calls.site_id is E'The site.';
 comment on column app_public.calls.id is E'Our identifier.';
 comment on column app_public.calls.call_id is E'The provider''s identifier; repeated events with it update this call.';
-comment on column app_public.calls.status is E'ringing, answered, missed or ended; a late event never moves a call back.';
+comment on column app_public.calls.status is E'ringing, then missed, or answered and ended; a late event never moves a call back.';
 comment on column app_public.calls.caller is E'Caller number (E.164).';
 comment on column app_public.calls.tracking_number is E'The tracking number dialled (E.164).';
 comment on column app_public.calls.started_at is E'When the call started.';
@@ -81,7 +81,8 @@ as $$
 declare
   v_started_at timestamptz := app_hidden.parse_timestamptz(body ->> 'started_at');
   v_status text := body ->> 'status';
-  v_rank constant jsonb := '{"ringing": 1, "answered": 2, "missed": 3, "ended": 3}';
+  -- A call only moves forward: ringing -> missed, or ringing -> answered -> ended.
+  v_rank constant jsonb := '{"ringing": 1, "missed": 2, "answered": 3, "ended": 4}';
   v_session app_public.sessions;
   v_call app_public.calls;
   v_site app_public.sites;
@@ -131,7 +132,9 @@ begin
   if v_session.id is null and body ? 'gclid' then
     select * into v_session from app_public.sessions s
      where s.site_id = record_call_event.site_id and s.click_id = body ->> 'gclid'
-     order by s.started_at desc limit 1;
+       and s.started_at <= v_started_at and s.started_at > v_started_at - interval '90 days'
+     order by s.started_at desc, s.first_event_id desc
+     limit 1;
   end if;
   if v_session.id is not null then
     v_tier := v_session.attribution_tier;
@@ -148,7 +151,7 @@ begin
           coalesce((body ->> 'duration_s')::integer, 0), body ->> 'visitor_id', v_session.id, body ->> 'gclid',
           v_tier, v_source, v_click_id, v_click_type)
   on conflict on constraint calls_site_call_id_key do update set
-    status = case when (v_rank ->> excluded.status)::int >= (v_rank ->> c.status)::int then excluded.status else c.status end,
+    status = case when (v_rank ->> excluded.status)::int > (v_rank ->> c.status)::int then excluded.status else c.status end,
     duration_s = greatest(c.duration_s, excluded.duration_s),
     caller = coalesce(c.caller, excluded.caller),
     tracking_number = coalesce(c.tracking_number, excluded.tracking_number),

@@ -12,6 +12,7 @@ import express, { Request, Response, Router } from "express";
 import type pg from "pg";
 import { logger } from "../logger";
 import { sendError } from "./errors";
+import { storable } from "./ingest";
 
 export const SIGNATURE_HEADER = "x-opsmantik-signature";
 export const SIGNATURE_TOLERANCE_S = 300;
@@ -73,7 +74,7 @@ export function callEventRouter(authPool: pg.Pool): Router {
         if (!macMatches(secrets, signature.t, raw, signature.macs)) {
           return sendError(res, 401, "invalid_signature", "The signature does not match this body and the site's secret.");
         }
-        if (JSON.stringify(body).includes("\\u0000")) return sendError(res, 400, "invalid_call_event", "Strings may not contain U+0000.");
+        if (!storable(body)) return sendError(res, 400, "invalid_call_event", "Strings may not hold U+0000, numbers must be finite.");
         const { rows: [recorded] } = await authPool.query("select app_private.record_call_event($1, $2::jsonb) as result",
           [rows[0].site_id, JSON.stringify(body)]);
         res.status(200).json(recorded.result);

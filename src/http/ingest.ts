@@ -66,7 +66,7 @@ async function readJsonBody(req: Request): Promise<unknown> {
  * into Infinity. An event carrying either, or nested absurdly deep, is sent on as null so the
  * database rejects that event (invalid_event) and the rest of the batch goes through.
  */
-function storable(value: unknown, depth = 0): boolean {
+export function storable(value: unknown, depth = 0): boolean {
   if (depth > MAX_EVENT_DEPTH) return false;
   if (typeof value === "string") return !value.includes("\u0000");
   if (typeof value === "number") return Number.isFinite(value);
