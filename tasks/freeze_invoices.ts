@@ -3,15 +3,10 @@
  * once a day. Idempotent: a frozen month is left as it is.
  */
 import type { Task } from "graphile-worker";
-
-function assertPayload(payload: unknown): asserts payload is Record<string, unknown> {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new Error("freeze_invoices: payload must be an object");
-  }
-}
+import { assertObjectPayload } from "../src/worker/payload";
 
 const freezeInvoices: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  assertObjectPayload("freeze_invoices", payload);
   const { rows } = await helpers.query<{ frozen: number }>("select app_private.freeze_due_invoices() as frozen");
   if (rows[0].frozen > 0) helpers.logger.info(`froze ${rows[0].frozen} invoices`);
 };

@@ -3,15 +3,10 @@
  * window (which makes old visitor hashes unlinkable). Idempotent; runs every five minutes.
  */
 import type { Task } from "graphile-worker";
-
-function assertPayload(payload: unknown): asserts payload is Record<string, unknown> {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new Error("ingest_cleanup: payload must be an object");
-  }
-}
+import { assertObjectPayload } from "../src/worker/payload";
 
 const ingestCleanup: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  assertObjectPayload("ingest_cleanup", payload);
   await helpers.query("select app_private.ingest_cleanup()");
 };
 

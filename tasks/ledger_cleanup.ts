@@ -4,16 +4,11 @@
  * the database function refuses unfrozen months and shorter retention. Runs daily.
  */
 import type { Task } from "graphile-worker";
+import { assertObjectPayload } from "../src/worker/payload";
 import { readConfig } from "../src/config";
 
-function assertPayload(payload: unknown): asserts payload is Record<string, unknown> {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new Error("ledger_cleanup: payload must be an object");
-  }
-}
-
 const ledgerCleanup: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  assertObjectPayload("ledger_cleanup", payload);
   const { rows } = await helpers.query<{ dropped: string[] }>(
     "select app_private.drop_expired_ledger_partitions($1) as dropped", [readConfig().ledgerRetentionDays]);
   if (rows[0].dropped.length > 0) helpers.logger.info(`dropped ledger partitions: ${rows[0].dropped.join(", ")}`);

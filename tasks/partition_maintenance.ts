@@ -4,15 +4,10 @@
  * partitions get row-level security like their parents. Idempotent; runs hourly.
  */
 import type { Task } from "graphile-worker";
-
-function assertPayload(payload: unknown): asserts payload is Record<string, unknown> {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new Error("partition_maintenance: payload must be an object");
-  }
-}
+import { assertObjectPayload } from "../src/worker/payload";
 
 const partitionMaintenance: Task = async (payload, helpers) => {
-  assertPayload(payload);
+  assertObjectPayload("partition_maintenance", payload);
   const { rows } = await helpers.query<{ secured: number }>("select app_private.maintain_partitions() as secured");
   if (rows[0].secured > 0) helpers.logger.info(`secured ${rows[0].secured} new partitions`);
 };

@@ -5,15 +5,14 @@
  */
 import type { Task } from "graphile-worker";
 import { hostname } from "node:os";
+import { assertObjectPayload } from "../src/worker/payload";
 
 interface HeartbeatPayload {
   worker_name?: string;
 }
 
 function assertPayload(payload: unknown): asserts payload is HeartbeatPayload {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    throw new Error("worker_heartbeat: payload must be an object");
-  }
+  assertObjectPayload("worker_heartbeat", payload);
   const name = (payload as HeartbeatPayload).worker_name;
   if (name !== undefined && (typeof name !== "string" || name.length > 200)) {
     throw new Error("worker_heartbeat: worker_name must be a short string");

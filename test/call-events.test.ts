@@ -6,14 +6,11 @@
  * of a call to its session (by session id, visitor id or gclid) within one tenant only.
  * Fixtures are committed, because the service reads them on its own connections.
  */
-import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import path from "node:path";
-import { PROJECT_ROOT } from "../src/config";
 import { signCallEvent } from "../src/http/call-events";
 import { createUser, getRootPool, unique } from "./helpers/db";
-import { testEnv } from "./helpers/env";
 import { startTestService, TestService } from "./helpers/http";
+import { runCli } from "./helpers/cli";
 
 const ORIGIN = "https://shop.example";
 const LANDING = "https://shop.example/landing";
@@ -155,29 +152,6 @@ async function expectAccepted(target: Site, body: Record<string, unknown>, secre
   return response.body;
 }
 
-/** The CLI as an operator runs it (see cli.test.ts). */
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "src/cli/opsmantik.cjs"), ...args], {
-      cwd: PROJECT_ROOT,
-      env: { ...process.env, ...testEnv(), NODE_ENV: "production" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`opsmantik ${args.join(" ")} did not finish within 20 s; stderr: ${stderr}`));
-    }, 20_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 function onlyJson(stdout: string): Record<string, any> {
   const lines = stdout.trim().split("\n");

@@ -4,45 +4,12 @@
  * 1 refused, 2 usage), exactly one JSON object on stdout with --json (errors too), one clear
  * line on stderr, and rows in the database exactly as asked, or none at all when refused.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
-import path from "node:path";
 import { makeTokenVerifier } from "../src/auth/jwt";
-import { ENV_FILE, PROJECT_ROOT, readConfig } from "../src/config";
+import { ENV_FILE, readConfig } from "../src/config";
 import { getRootPool, unique } from "./helpers/db";
-import { testEnv } from "./helpers/env";
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** `node src/cli/opsmantik.cjs …` with the test settings passed explicitly, as a user's shell would. */
-function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "src/cli/opsmantik.cjs"), ...args], {
-      cwd: PROJECT_ROOT,
-      // NODE_ENV=production: no command may generate dev secrets into the developer's .env.
-      env: { ...process.env, ...testEnv(), NODE_ENV: "production", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`opsmantik ${args.join(" ")} did not finish within 30 s; stderr: ${stderr}`));
-    }, 30_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { CliResult, runCli } from "./helpers/cli";
 
 /** --json promises exactly one JSON object on stdout. */
 function onlyJson(result: CliResult): Record<string, any> {

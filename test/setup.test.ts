@@ -4,15 +4,14 @@
  * and check the catalog itself: "idempotent" means a second run changes nothing PostgreSQL
  * records, not merely that it reports nothing.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
-import path from "node:path";
 import pg from "pg";
-import { Config, ConfigError, ENV_FILE, PROJECT_ROOT, readConfig } from "../src/config";
+import { Config, ConfigError, ENV_FILE, readConfig } from "../src/config";
 import { setup, SetupError } from "../src/setup/setup";
 import { getRootPool } from "./helpers/db";
 import { testEnv } from "./helpers/env";
+import { runCli } from "./helpers/cli";
 
 const SETUP_DATABASE = "opsmantik_t_setup";
 const CLI_SETUP_DATABASE = "opsmantik_t_setup_cli";
@@ -83,30 +82,6 @@ async function catalogSnapshot(database: string): Promise<unknown> {
   }
 }
 
-/** `node src/cli/opsmantik.cjs …` as a user would run it, with the test settings. */
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "src/cli/opsmantik.cjs"), ...args], {
-      cwd: PROJECT_ROOT,
-      // NODE_ENV=production: setup must not generate dev secrets into the developer's .env.
-      env: { ...process.env, ...testEnv(), NODE_ENV: "production", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`opsmantik ${args.join(" ")} did not finish within 60 s; stderr: ${stderr}`));
-    }, 60_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** The developer's .env as it was: tests must never create or rewrite it. */
 function envFileState(): { mtimeMs: number; sha256: string } | null {
