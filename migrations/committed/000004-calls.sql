@@ -1,3 +1,8 @@
+--! Previous: sha1:e1b0f985ac5cec18a873d24addfc02955cde49e7
+--! Hash: sha1:e22fe2173a6defb9c3d02d442db72a778399cc41
+--! Message: calls
+
+--! split: 1-calls.sql
 /*
  * Calls from the call-tracking provider (POST /api/call-event/v2). The HTTP layer checks the
  * request's HMAC signature against the site's current and previous secrets; this function
@@ -5,13 +10,6 @@
  * ties it to the session that caused it: by session id, else the visitor's latest session,
  * else the session that carried the gclid. The call takes that session's attribution.
  */
-drop function if exists app_private.retire_call_event_secret(uuid);
-drop function if exists app_private.rotate_call_event_secret(uuid);
-drop function if exists app_private.record_call_event(uuid, jsonb);
-drop function if exists app_private.call_event_secrets_for(text);
-drop table if exists app_public.calls;
-drop index if exists app_public.sessions_click_id_idx;
-
 -- Calls and sales find the session of a Google click by its gclid.
 create index sessions_click_id_idx on app_public.sessions (site_id, click_id);
 
