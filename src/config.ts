@@ -42,6 +42,7 @@ export interface Config {
   metricsToken: string | undefined;
   logLevel: string;
   ledgerRetentionDays: number;
+  trustProxy: string | number | boolean;
 }
 
 const DEFAULT_SOCKET_DIR = "/var/run/postgresql";
@@ -154,6 +155,15 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`LEDGER_RETENTION_DAYS must be a whole number of days, at least 90 (got "${retentionText}")`);
   }
 
+  // Which proxies' X-Forwarded-For to believe for the client IP (rate limits): express's
+  // `trust proxy` values — true/false, a hop count, or names/addresses/CIDRs.
+  const trustText = optional(env, "TRUST_PROXY") ?? "loopback";
+  let trustProxy: string | number | boolean;
+  if (trustText === "true" || trustText === "false") trustProxy = trustText === "true";
+  else if (/^\d{1,2}$/.test(trustText)) trustProxy = Number(trustText);
+  else if (trustText.split(",").every((part) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F:.]+(\/\d{1,3})?)$/.test(part.trim()))) trustProxy = trustText;
+  else throw new ConfigError(`TRUST_PROXY must be true, false, a hop count, or a list like loopback,10.0.0.0/8 (got "${trustText}")`);
+
   return {
     databaseUrl,
     rootDatabaseUrl,
@@ -173,5 +183,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsToken: optional(env, "METRICS_TOKEN"),
     logLevel,
     ledgerRetentionDays,
+    trustProxy,
   };
 }

@@ -24,7 +24,7 @@ export interface AppDeps {
 export function makeApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable("x-powered-by");
-  app.set("trust proxy", "loopback");
+  app.set("trust proxy", deps.config.trustProxy);
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
     res.setHeader("X-Content-Type-Options", "nosniff");
