@@ -9,7 +9,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { signCallEvent } from "../src/http/call-events";
 import { createUser, getRootPool, unique } from "./helpers/db";
-import { startTestService, TestService } from "./helpers/http";
+import { readBody, startTestService, TestService } from "./helpers/http";
 import { runCli } from "./helpers/cli";
 
 const ORIGIN = "https://shop.example";
@@ -92,13 +92,7 @@ async function send(body: unknown, options: SendOptions): Promise<Reply> {
   const header = options.header !== undefined ? options.header : signCallEvent(options.secret, options.signed ?? raw, options.t ?? nowS());
   if (header !== null) headers["x-opsmantik-signature"] = header;
   const response = await fetch(`${service.url}/api/call-event/v2`, { method: "POST", headers, body: raw });
-  const text = await response.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = text;
-  }
+  const { text, body: parsed } = await readBody(response);
   return { status: response.status, headers: response.headers, text, body: parsed };
 }
 

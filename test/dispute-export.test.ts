@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { addMember, createApiKey, createUser, getRootPool, unique } from "./helpers/db";
-import { flushDenials, startTestService, TestService, tokenFor } from "./helpers/http";
+import { flushDenials, readBody, startTestService, TestService, tokenFor } from "./helpers/http";
 
 const HEADER = "idempotency_key,occurred_at,billable,received_at,reason";
 const EMPTY_SHA256 = createHash("sha256").update("").digest("hex");
@@ -94,13 +94,7 @@ async function download(query: string, auth?: string): Promise<Reply> {
   const response = await fetch(`${service.url}/api/billing/dispute-export.csv${query}`, {
     headers: auth ? { authorization: `Bearer ${auth}` } : {},
   });
-  const text = await response.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
+  const { text, body } = await readBody(response);
   return { status: response.status, headers: response.headers, text, body };
 }
 

@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createApiKey, createSite, createUser, getRootPool } from "./helpers/db";
 import { TEST_JWT_SECRET } from "./helpers/env";
-import { startTestService, TestService, tokenFor } from "./helpers/http";
+import { readBody, startTestService, TestService, tokenFor } from "./helpers/http";
 
 interface RawResponse {
   status: number;
@@ -27,13 +27,7 @@ async function postGraphql(url: string, authorization: string | undefined, query
     headers: { "content-type": "application/json", accept: "application/json", ...(authorization === undefined ? {} : { authorization }) },
     body: JSON.stringify({ query }),
   });
-  const text = await response.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
+  const { text, body } = await readBody(response);
   return { status: response.status, contentType: response.headers.get("content-type"), text, body };
 }
 

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createUser, getRootPool, unique } from "./helpers/db";
-import { startTestService, TestService } from "./helpers/http";
+import { readBody, startTestService, TestService } from "./helpers/http";
 
 const ORIGIN = "https://shop.example";
 const MAX_BODY_BYTES = 64 * 1024;
@@ -62,13 +62,7 @@ async function post(path: string, body: unknown, options: PostOptions = {}): Pro
 }
 
 async function reply(response: Response): Promise<Reply> {
-  const text = await response.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
+  const { text, body } = await readBody(response);
   return { status: response.status, headers: response.headers, text, body };
 }
 

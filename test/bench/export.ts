@@ -23,7 +23,7 @@ import { createHash, Hash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
-import { parseArgs } from "node:util";
+import { dropBenchDatabase, finishReport, machineInfo, numberOption, parseBenchArgs, progressLog, round, UsageError } from "./common";
 
 const BENCH_DATABASE = "opsmantik_bench_export";
 const CHILD_ROLE = "OPSMANTIK_BENCH_EXPORT_CHILD";
@@ -43,7 +43,6 @@ const USAGE = `usage: npm run bench -- export [--rows N] [--runs N] [--keep]
 Prints progress on stderr and one JSON line on stdout; exits 1 when a target is missed.
 `;
 
-class UsageError extends Error {}
 
 interface Options {
   rows: number;
@@ -52,33 +51,12 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: { rows: { type: "string" }, runs: { type: "string" }, keep: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message.split("\n")[0]);
-  }
-  if (values.help) return "help";
-  const integer = (name: string, raw: string | undefined, fallback: number, min: number) => {
-    if (raw === undefined) return fallback;
-    const value = Number(raw);
-    if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer of at least ${min} (got "${raw}")`);
-    return value;
-  };
-  return { rows: integer("rows", values.rows, 1_000_000, 1), runs: integer("runs", values.runs, 2, 1), keep: values.keep ?? false };
+  const values = parseBenchArgs(args, { rows: { type: "string" }, runs: { type: "string" }, keep: { type: "boolean" } });
+  if (values === "help") return "help";
+  return { rows: numberOption("rows", values.rows, 1_000_000, 1), runs: numberOption("runs", values.runs, 2, 1), keep: values.keep === true };
 }
 
-const started = Date.now();
-function log(line: string): void {
-  process.stderr.write(`[bench export +${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${line}\n`);
-}
-
-const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
+const { log, started } = progressLog("export");
 const mb = (kb: number) => round(kb / 1024);
 
 /* ------------------------------------------------------------------ the consumer */
@@ -492,30 +470,16 @@ export async function main(args: string[]): Promise<number> {
         baseline: "psql -c \"\\copy (select the export's columns, rows and order) to stdout with (format csv, header)\" as the database owner; RSS of psql",
         consumer: "both outputs read by this process alike: bytes, lines, SHA-256 whole and of cut -d, -f1-3 of the data rows",
       },
-      machine: {
-        cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, memory_gb: round(os.totalmem() / 2 ** 30),
-        node: process.version, postgres: pgInfo.version, shared_buffers: pgInfo.shared_buffers, work_mem: pgInfo.work_mem,
-        loadavg_before: loadStart.map((value) => round(value, 2)), loadavg_after: os.loadavg().map((value) => round(value, 2)),
-      },
+      machine: machineInfo(pgInfo, loadStart),
       total_s: round((Date.now() - started) / 1000),
     };
     log(`ours ${bestOurs.run.rows_per_s.toLocaleString("en")} rows/s vs psql ${bestBaseline.run.rows_per_s.toLocaleString("en")} rows/s ` +
       `(ratio ${ratio}), peak RSS ${peakRss} MB, digest ${digestMatches ? "matches" : "DIFFERS"}`);
-    log(ok ? "all targets met" : `targets missed: ${Object.entries(pass).filter(([, value]) => !value).map(([key]) => key).join(", ")}`);
-    process.stdout.write(`${JSON.stringify(report)}\n`);
-    return ok ? 0 : 1;
+    return finishReport(log, report, pass);
   } finally {
     await stopServer(server).catch(() => server?.child.kill());
     await root.end();
-    if (keep) {
-      log(`kept database ${BENCH_DATABASE}`);
-    } else {
-      const admin = new pg.Client({ connectionString: config.rootDatabaseUrl });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(BENCH_DATABASE)} with (force)`);
-      await admin.end();
-      log(`dropped database ${BENCH_DATABASE}`);
-    }
+    await dropBenchDatabase(config.rootDatabaseUrl, BENCH_DATABASE, keep, log);
   }
 }
 

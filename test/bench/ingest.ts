@@ -21,7 +21,7 @@ import { ChildProcess, fork } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
+import { dropBenchDatabase, finishReport, machineInfo, numberOption, parseBenchArgs, progressLog, round, UsageError } from "./common";
 import pg from "pg";
 import { Pool as HttpPool } from "undici";
 import { testEnv } from "../helpers/env";
@@ -53,7 +53,6 @@ const USAGE = `usage: npm run bench -- ingest [--duration S] [--warmup S] [--con
 Prints progress on stderr and one JSON line on stdout; exits 1 when a target is missed.
 `;
 
-class UsageError extends Error {}
 
 interface Options {
   durationS: number;
@@ -64,42 +63,21 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        duration: { type: "string" }, warmup: { type: "string" }, connections: { type: "string" },
-        "ledger-rows": { type: "string" }, keep: { type: "boolean" }, help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message.split("\n")[0]);
-  }
-  if (values.help) return "help";
-  const number = (name: string, raw: string | undefined, fallback: number, min: number, integer: boolean) => {
-    if (raw === undefined) return fallback;
-    const value = Number(raw);
-    if (!Number.isFinite(value) || value < min || (integer && !Number.isInteger(value))) {
-      throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"} of at least ${min} (got "${raw}")`);
-    }
-    return value;
-  };
+  const values = parseBenchArgs(args, {
+    duration: { type: "string" }, warmup: { type: "string" }, connections: { type: "string" },
+    "ledger-rows": { type: "string" }, keep: { type: "boolean" },
+  });
+  if (values === "help") return "help";
   return {
-    durationS: number("duration", values.duration, 10, 1, false),
-    warmupS: number("warmup", values.warmup, 2, 0, false),
-    connections: number("connections", values.connections, 32, 1, true),
-    ledgerRows: number("ledger-rows", values["ledger-rows"], 10_000_000, 0, true),
-    keep: values.keep ?? false,
+    durationS: numberOption("duration", values.duration, 10, 1, false),
+    warmupS: numberOption("warmup", values.warmup, 2, 0, false),
+    connections: numberOption("connections", values.connections, 32, 1),
+    ledgerRows: numberOption("ledger-rows", values["ledger-rows"], 10_000_000, 0),
+    keep: values.keep === true,
   };
 }
 
-const started = Date.now();
-function log(line: string): void {
-  process.stderr.write(`[bench ingest +${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${line}\n`);
-}
+const { log, started } = progressLog("ingest");
 
 /* ------------------------------------------------------------------ traffic */
 
@@ -242,7 +220,6 @@ interface RunFigures {
   errors: number;
 }
 
-const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
@@ -537,27 +514,13 @@ export async function main(args: string[]): Promise<number> {
         duration_s: durationS, warmup_s: warmupS, connections, pool_size: POOL_SIZE,
         baseline: "node:http + JSON.parse, one INSERT per event into an unpartitioned table (primary key on id); a batch in one transaction",
       },
-      machine: {
-        cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, memory_gb: round(os.totalmem() / 2 ** 30),
-        node: process.version, postgres: pgInfo.version, shared_buffers: pgInfo.shared_buffers,
-        loadavg_before: loadStart.map((value) => round(value, 2)), loadavg_after: os.loadavg().map((value) => round(value, 2)),
-      },
+      machine: machineInfo(pgInfo, loadStart),
       total_s: round((Date.now() - started) / 1000),
     };
-    log(ok ? "all targets met" : `targets missed: ${Object.entries(pass).filter(([, value]) => !value).map(([key]) => key).join(", ")}`);
-    process.stdout.write(`${JSON.stringify(report)}\n`);
-    return ok ? 0 : 1;
+    return finishReport(log, report, pass);
   } finally {
     await stopServers(servers).catch(() => servers?.child.kill());
     await root.end();
-    if (keep) {
-      log(`kept database ${BENCH_DATABASE}`);
-    } else {
-      const admin = new pg.Client({ connectionString: config.rootDatabaseUrl });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(BENCH_DATABASE)} with (force)`);
-      await admin.end();
-      log(`dropped database ${BENCH_DATABASE}`);
-    }
+    await dropBenchDatabase(config.rootDatabaseUrl, BENCH_DATABASE, keep, log);
   }
 }

@@ -28,16 +28,20 @@ export async function startTestService({ worker = false } = {}): Promise<TestSer
         headers: { "content-type": "application/json", accept: "application/json", ...(auth ? { authorization: `Bearer ${auth}` } : {}) },
         body: JSON.stringify({ query, variables }),
       });
-      const text = await response.text();
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = text;
-      }
+      const { body } = await readBody(response);
       return { status: response.status, body };
     },
   };
+}
+
+/** A response's text, and its JSON when it is JSON (the text otherwise). */
+export async function readBody(response: Response): Promise<{ text: string; body: any }> {
+  const text = await response.text();
+  try {
+    return { text, body: JSON.parse(text) };
+  } catch {
+    return { text, body: text };
+  }
 }
 
 export function tokenFor(userId: string, ttlSeconds = 600): Promise<string> {
