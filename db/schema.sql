@@ -2240,6 +2240,10 @@ begin
      order by q.shard limit 1 for update skip locked;
   end if;
   if v_shard is null and not v_holding then
+    -- One waiter per site and month: a waiting FOR UPDATE keeps its lock on a row it then
+    -- finds used up, so two waiters could otherwise each hold a row the other waits for.
+    perform pg_catalog.pg_advisory_xact_lock(
+      pg_catalog.hashtextextended('quota/' || site.id::text || '/' || take_quota.period::text, 0));
     select q.shard into v_shard from app_private.quota_shards q
      where q.site_id = site.id and q.period = take_quota.period and q.remaining > 0
      order by q.shard limit 1 for update;
