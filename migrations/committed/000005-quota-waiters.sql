@@ -1,3 +1,8 @@
+--! Previous: sha1:e22fe2173a6defb9c3d02d442db72a778399cc41
+--! Hash: sha1:8f1a59c1d938d2223808df8f36c598b5b2df3058
+--! Message: quota-waiters
+
+--! split: 1-quota-waiters.sql
 /*
  * Quota without deadlocks under contention: transactions that must wait for a busy quota shard
  * (their own and every free one are used up) now wait one at a time per site and month. Seen as
