@@ -19,7 +19,16 @@ const BY_SQLSTATE: Record<string, PublicError> = {
   OMPER: { status: 400, code: "invalid_period", message: "A billing period is named by the first day of its month." },
   OMNSS: { status: 404, code: "site_not_found", message: "No such site." },
   OMRET: { status: 400, code: "invalid_retention", message: "Ledger retention must be at least 90 days." },
+  OMSAL: { status: 400, code: "invalid_sale", message: "The sale is not valid." },
+  OMSEX: { status: 409, code: "sale_exists", message: "A sale with this external_id already exists; nothing was changed." },
+  OMUSS: { status: 422, code: "unknown_session", message: "No session of this site has this id." },
+  OMUCL: { status: 422, code: "unknown_call", message: "No call of this site has this id." },
+  OMCAD: { status: 409, code: "call_already_decided", message: "The call is already sealed or junked; undo that first." },
+  OMNUN: { status: 409, code: "nothing_to_undo", message: "The call has no seal or junk to undo." },
 };
+
+// SQLSTATEs whose message names the offending field: written by our functions for clients.
+const MESSAGE_FROM_DATABASE = new Set(["OMSAL"]);
 
 const BY_CONSTRAINT: Record<string, string> = {
   users_email_format: "The email address is not valid.",
@@ -32,7 +41,7 @@ const BY_CONSTRAINT: Record<string, string> = {
   sites_monthly_event_quota_positive: "The monthly event quota cannot be negative.",
   sites_rate_limit_non_negative: "The rate limit cannot be negative.",
   sites_timezone_known: "The time zone is not a known IANA time zone.",
-  sites_currency_format: "The currency must be a three-letter ISO 4217 code.",
+  sites_currency_format: "The currency must be an ISO 4217 code in circulation, like EUR or TRY.",
   api_keys_name_length: "The key name is longer than 200 characters.",
   api_keys_role_not_owner: "An API key can be viewer, editor or admin.",
 };
@@ -47,7 +56,8 @@ interface PgErrorLike {
 export function publicDatabaseError(error: unknown): PublicError | undefined {
   const pgError = error as PgErrorLike;
   if (!pgError || typeof pgError.code !== "string") return undefined;
-  if (BY_SQLSTATE[pgError.code]) return BY_SQLSTATE[pgError.code];
+  const known = BY_SQLSTATE[pgError.code];
+  if (known) return MESSAGE_FROM_DATABASE.has(pgError.code) && pgError.message ? { ...known, message: pgError.message } : known;
   if ((pgError.code === "23514" || pgError.code === "23505") && pgError.constraint && BY_CONSTRAINT[pgError.constraint]) {
     return { status: pgError.code === "23505" ? 409 : 400, code: pgError.code === "23505" ? "already_exists" : "invalid_input", message: BY_CONSTRAINT[pgError.constraint] };
   }

@@ -14,6 +14,7 @@ import { callEventRouter } from "./call-events";
 import { disputeExportHandler } from "./dispute-export";
 import { healthHandler } from "./health";
 import { ingestRouter } from "./ingest";
+import { salesRouter } from "./sales";
 
 export interface AppDeps {
   config: Config;
@@ -37,6 +38,8 @@ export function makeApp(deps: AppDeps): express.Express {
   app.get("/api/health", healthHandler(deps.pools.owner));
   app.use("/api", ingestRouter(deps.config, deps.pools.auth));
   app.use("/api", callEventRouter(deps.pools.auth));
+  app.use("/api/sales", authenticate(deps.verifyToken, deps.pools.auth));
+  app.use("/api", salesRouter(deps.config, deps.pools));
   app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
   app.get("/api/billing/dispute-export.csv", authenticate(deps.verifyToken, deps.pools.auth), disputeExportHandler(deps.config, deps.pools));
   return app;
