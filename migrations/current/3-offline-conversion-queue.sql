@@ -11,7 +11,7 @@
  */
 drop function if exists app_private.assert_caller_role(uuid, app_public.site_role, text, text, text) cascade;
 drop function if exists app_private.claim_offline_conversion_jobs(text, integer, uuid, text, integer) cascade;
-drop function if exists app_private.enqueue_upload(uuid, text) cascade;
+drop function if exists app_private.enqueue_upload(uuid, text, timestamptz) cascade;
 
 create table app_public.offline_conversion_queue (
   site_id uuid not null references app_public.sites on delete cascade,
