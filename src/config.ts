@@ -23,6 +23,8 @@ export function loadEnvFile(file = ENV_FILE): void {
   }
 }
 
+import type { GoogleSettings } from "./google/types";
+
 export interface VaultKey {
   id: string;
   key: Buffer;
@@ -43,6 +45,7 @@ export interface Config {
   logLevel: string;
   ledgerRetentionDays: number;
   trustProxy: string | number | boolean;
+  google: GoogleSettings;
 }
 
 const DEFAULT_SOCKET_DIR = "/var/run/postgresql";
@@ -98,6 +101,52 @@ function parseVaultKeys(raw: string | undefined): VaultKey[] {
     }
     return { id: match[1], key };
   });
+}
+
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "::1", "[::1]", "localhost"]);
+
+function hostPort(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = optional(env, name);
+  if (value !== undefined && !/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(value)) {
+    throw new ConfigError(`${name} must be host:port, like datamanager.googleapis.com:443 (got "${value}")`);
+  }
+  return value;
+}
+
+/** Google's shared credentials and, for tests, loopback endpoints; plaintext only to loopback. */
+function parseGoogle(env: NodeJS.ProcessEnv): GoogleSettings {
+  const dataManagerEndpoint = hostPort(env, "GOOGLE_DATAMANAGER_ENDPOINT");
+  const googleAdsEndpoint = hostPort(env, "GOOGLE_ADS_API_ENDPOINT");
+  const insecureText = optional(env, "GOOGLE_API_INSECURE");
+  if (insecureText !== undefined && insecureText !== "1" && insecureText !== "0") throw new ConfigError("GOOGLE_API_INSECURE must be 1 or unset");
+  const insecure = insecureText === "1";
+  if (insecure) {
+    for (const [name, endpoint] of [["GOOGLE_DATAMANAGER_ENDPOINT", dataManagerEndpoint], ["GOOGLE_ADS_API_ENDPOINT", googleAdsEndpoint]] as const) {
+      const host = endpoint?.replace(/:\d+$/, "");
+      if (!host || !LOOPBACK_HOSTS.has(host)) {
+        throw new ConfigError(`GOOGLE_API_INSECURE=1 is only accepted when ${name} is a loopback host:port (plaintext to Google is refused)`);
+      }
+    }
+  }
+  const tokenText = optional(env, "GOOGLE_OAUTH_TOKEN_URL") ?? "https://oauth2.googleapis.com/token";
+  let tokenUrl: URL;
+  try {
+    tokenUrl = new URL(tokenText);
+  } catch {
+    throw new ConfigError("GOOGLE_OAUTH_TOKEN_URL is not a valid URL");
+  }
+  if (tokenUrl.protocol !== "https:" && !(tokenUrl.protocol === "http:" && LOOPBACK_HOSTS.has(tokenUrl.hostname))) {
+    throw new ConfigError("GOOGLE_OAUTH_TOKEN_URL must use https (plain http only for loopback hosts)");
+  }
+  return {
+    developerToken: optional(env, "GOOGLE_ADS_DEVELOPER_TOKEN"),
+    clientId: optional(env, "GOOGLE_OAUTH_CLIENT_ID"),
+    clientSecret: optional(env, "GOOGLE_OAUTH_CLIENT_SECRET"),
+    dataManagerEndpoint,
+    googleAdsEndpoint,
+    insecure,
+    oauthTokenUrl: tokenUrl.toString(),
+  };
 }
 
 function parseOrigins(raw: string | undefined): string[] {
@@ -184,5 +233,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel,
     ledgerRetentionDays,
     trustProxy,
+    google: parseGoogle(env),
   };
 }

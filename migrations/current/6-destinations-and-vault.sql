@@ -147,7 +147,7 @@ begin
   insert into app_private.provider_credentials as c (site_id, destination_id, key_id, wrapped_key, nonce, ciphertext, auth_tag)
   values (v_destination.site_id, v_destination.id, store_provider_credentials.key_id, store_provider_credentials.wrapped_key,
           store_provider_credentials.nonce, store_provider_credentials.ciphertext, store_provider_credentials.auth_tag)
-  on conflict (site_id, destination_id) do update set key_id = excluded.key_id, wrapped_key = excluded.wrapped_key, nonce = excluded.nonce,
+  on conflict on constraint provider_credentials_pkey do update set key_id = excluded.key_id, wrapped_key = excluded.wrapped_key, nonce = excluded.nonce,
     ciphertext = excluded.ciphertext, auth_tag = excluded.auth_tag, updated_at = pg_catalog.now();
   update app_public.destinations d
      set credentials_last4 = store_provider_credentials.last4, credentials_updated_at = pg_catalog.now(),

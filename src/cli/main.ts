@@ -7,13 +7,15 @@ import { SetupError } from "../setup/setup";
 import { Command, CommandError, parse, UsageError } from "./command";
 import { callSecretRetire, callSecretRotate } from "./commands/call-secret";
 import { migrateCommand, setupCommand } from "./commands/database";
+import { destinationCreate, exportCredentialCreate, exportCredentialRevoke, vaultRotate } from "./commands/delivery";
 import { schemaDump } from "./commands/schema";
 import { serve, start, worker } from "./commands/run";
 import { apiKeyCreate, apiKeyRevoke, siteCreate, token, userCreate } from "./commands/tenancy";
 
 const COMMANDS: Command[] = [
   start, serve, worker, setupCommand, migrateCommand,
-  userCreate, siteCreate, token, apiKeyCreate, apiKeyRevoke, callSecretRotate, callSecretRetire, schemaDump,
+  userCreate, siteCreate, token, apiKeyCreate, apiKeyRevoke, callSecretRotate, callSecretRetire,
+  destinationCreate, exportCredentialCreate, exportCredentialRevoke, vaultRotate, schemaDump,
 ];
 
 function overview(): string {

@@ -24,6 +24,7 @@ const BY_SQLSTATE: Record<string, PublicError> = {
   OMUSS: { status: 422, code: "unknown_session", message: "No session of this site has this id." },
   OMUCL: { status: 422, code: "unknown_call", message: "No call of this site has this id." },
   OMCAD: { status: 409, code: "call_already_decided", message: "The call is already sealed or junked; undo that first." },
+  OMDST: { status: 400, code: "invalid_destination_status", message: "A destination can be set active or paused." },
   OMNUN: { status: 409, code: "nothing_to_undo", message: "The call has no seal or junk to undo." },
 };
 
@@ -44,6 +45,11 @@ const BY_CONSTRAINT: Record<string, string> = {
   sites_currency_format: "The currency must be an ISO 4217 code in circulation, like EUR or TRY.",
   api_keys_name_length: "The key name is longer than 200 characters.",
   api_keys_role_not_owner: "An API key can be viewer, editor or admin.",
+  destinations_rail: "The rail must be datamanager or google_ads.",
+  destinations_customer_id_format: "The customer id must be the ten digits of a Google Ads account (dashes allowed).",
+  destinations_login_customer_id_format: "The login customer id must be the ten digits of a Google Ads manager account.",
+  destinations_conversion_action_format: "The conversion action must be its numeric id.",
+  destinations_one_live_per_site: "The site already has a destination that is not paused; pause it first.",
 };
 
 interface PgErrorLike {

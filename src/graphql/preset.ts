@@ -19,6 +19,8 @@ import { recordDenial } from "../db/denials";
 import { publicDatabaseError } from "../db/errors";
 import { pgSettingsFor } from "../http/auth-context";
 import { logger } from "../logger";
+import { Vault } from "../vault/vault";
+import { destinationCredentialsPlugin } from "./destination-credentials";
 import { EXECUTION_TIMEOUT_MS, pageSizeErrors, validationRules } from "./limits";
 
 const QueryLimitsPlugin: GraphileConfig.Plugin = {
@@ -62,7 +64,7 @@ export function makeMaskError(ownerPool: pg.Pool | undefined) {
 export function makePreset(config: Config, pools: { auth: pg.Pool; owner?: pg.Pool }): GraphileConfig.Preset {
   return {
     extends: [PostGraphileAmberPreset, PgAggregatesPreset, PostGraphileConnectionFilterPreset],
-    plugins: [QueryLimitsPlugin],
+    plugins: [QueryLimitsPlugin, destinationCredentialsPlugin(new Vault(config.vaultKeys))],
     pgServices: [makePgService({ pool: pools.auth, schemas: ["app_public"] })],
     schema: {
       defaultBehavior: "-insert -update -delete -aggregates -aggregates:filterBy -aggregates:orderBy",

@@ -1,0 +1,221 @@
+/*
+ * Delivers one site's due conversions to its destination: claim a batch (lease), send it on
+ * the destination's rail, record one outcome per row, repeat until nothing is due. Everything
+ * that must survive a crash is in the queue rows; a worker that dies mid-batch loses only its
+ * lease, and the re-send carries the same order ids, so Google counts each conversion once.
+ */
+import { hostname } from "node:os";
+import type pg from "pg";
+import { DataManagerRail } from "../google/datamanager";
+import type { BatchOutcome, Conversion, Destination, Rail, Retraction, RowOutcome } from "../google/types";
+import { readRefreshToken } from "../vault/credentials";
+import type { Vault } from "../vault/vault";
+import type { Rails } from "./rails";
+
+export const BATCH_SIZE = 2000;
+const LEASE_SECONDS = 300;
+/** A conversion with nothing Google can match waits this long for a click id to turn up. */
+const AWAIT_CLICK_ID_SECONDS = 6 * 3600;
+const GIVE_UP_WITHOUT_IDENTIFIER_MS = 7 * 24 * 3600 * 1000;
+/** Data Manager processes uploads asynchronously: ask for the result after this long. */
+const STATUS_CHECK_AFTER_SECONDS = 300;
+
+export interface DeliveryDeps {
+  owner: pg.Pool;
+  vault: Vault;
+  rails: Rails;
+  /** Identifies this uploader in locked_by; unique per process and job. */
+  worker?: string;
+  batchSize?: number;
+}
+
+export interface DeliverySummary {
+  destination?: string;
+  skipped?: string;
+  claimed: number;
+  accepted: number;
+  sent: number;
+  retry: number;
+  failed: number;
+}
+
+interface PayloadRow {
+  id: string;
+  kind: "conversion" | "retraction";
+  order_id: string;
+  click_id: string | null;
+  click_id_type: "gclid" | "gbraid" | "wbraid" | null;
+  conversion_time: string;
+  adjustment_time: string;
+  value: string;
+  currency: string;
+  email_sha256: string | null;
+  phone_sha256: string | null;
+  ad_user_data: "granted" | "denied" | "unspecified";
+  ad_personalization: "granted" | "denied" | "unspecified";
+  conversion_at: Date;
+}
+
+interface Outcome {
+  id: string;
+  kind: "accepted" | "sent" | "retry" | "failed";
+  code?: string;
+  message?: string;
+  retry_after_seconds?: number;
+}
+
+function toConversion(row: PayloadRow): Conversion {
+  return {
+    rowId: row.id,
+    orderId: row.order_id,
+    clickId: row.click_id && row.click_id_type ? { type: row.click_id_type, value: row.click_id } : undefined,
+    conversionTime: row.conversion_time,
+    value: row.value,
+    currency: row.currency,
+    emailSha256: row.email_sha256 ?? undefined,
+    phoneSha256: row.phone_sha256 ?? undefined,
+    consent: { adUserData: row.ad_user_data, adPersonalization: row.ad_personalization },
+  };
+}
+
+/** Per-row outcomes of a batch, as the queue records them. Data Manager's "accepted" means received: sent. */
+function outcomesOf(rail: Rail, ids: string[], batch: BatchOutcome): Outcome[] {
+  if (batch.kind === "retry_batch") return ids.map((id) => ({ id, kind: "retry", code: batch.code, retry_after_seconds: batch.retryAfterSeconds }));
+  if (batch.kind === "reauth") throw new Error("reauth outcomes are handled by the caller");
+  return batch.rows.map((row: RowOutcome, index): Outcome => {
+    const id = ids[index];
+    if (row.kind === "accepted") return { id, kind: rail === "datamanager" && !row.code ? "sent" : "accepted", code: row.code };
+    if (row.kind === "retry") return { id, kind: "retry", code: row.code, retry_after_seconds: row.retryAfterSeconds };
+    return { id, kind: "failed", code: row.code, message: row.message };
+  });
+}
+
+export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string): Promise<DeliverySummary> {
+  const { owner } = deps;
+  const worker = deps.worker ?? `${hostname()}:${process.pid}:${Date.now().toString(36)}`;
+  const summary: DeliverySummary = { claimed: 0, accepted: 0, sent: 0, retry: 0, failed: 0 };
+
+  // A click id learned since the sale reaches conversions Google does not have yet.
+  await owner.query("select app_private.refresh_conversion_attribution($1)", [siteId]);
+
+  const { rows: [row] } = await owner.query(
+    `select id, rail, customer_id, login_customer_id, conversion_action, status
+       from app_public.destinations where site_id = $1 and status <> 'paused'`, [siteId]);
+  if (!row) return { ...summary, skipped: "no_destination" };
+  summary.destination = row.id;
+  if (row.status !== "active") return { ...summary, skipped: row.status };
+  const refreshToken = await readRefreshToken(owner, deps.vault, row.id);
+  if (!refreshToken) {
+    await owner.query("select app_private.mark_destination_needs_reauth($1, 'NO_CREDENTIALS')", [row.id]);
+    return { ...summary, skipped: "needs_reauth" };
+  }
+  const destination: Destination = {
+    rail: row.rail, customerId: row.customer_id, loginCustomerId: row.login_customer_id ?? undefined,
+    conversionAction: row.conversion_action, refreshToken,
+  };
+  const rail = deps.rails.railFor(destination.rail);
+
+  if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
+
+  for (;;) {
+    const { rows: claimed } = await owner.query<{ id: string }>(
+      "select id from app_private.claim_offline_conversion_jobs('google', $1, $2, $3, $4)",
+      [deps.batchSize ?? BATCH_SIZE, siteId, worker, LEASE_SECONDS]);
+    if (claimed.length === 0) break;
+    summary.claimed += claimed.length;
+    const { rows: payloads } = await owner.query<PayloadRow>(
+      "select * from app_private.conversion_payloads($1, $2::uuid[])", [siteId, claimed.map((c) => c.id)]);
+
+    const outcomes: Outcome[] = [];
+    const sendable: PayloadRow[] = [];
+    for (const payload of payloads) {
+      const matchable = payload.click_id || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
+      if (payload.kind === "conversion" && !matchable) {
+        const tooOld = Date.now() - payload.conversion_at.getTime() > GIVE_UP_WITHOUT_IDENTIFIER_MS;
+        outcomes.push(tooOld
+          ? { id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." }
+          : { id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
+      } else {
+        sendable.push(payload);
+      }
+    }
+
+    let reauth: string | undefined;
+    const conversions = sendable.filter((p) => p.kind === "conversion");
+    const retractions = sendable.filter((p) => p.kind === "retraction");
+    let requestId: string | undefined;
+    for (const [rows, send] of [
+      [conversions, () => rail.uploadConversions(destination, conversions.map(toConversion))],
+      [retractions, () => rail.retractConversions(destination, retractions.map((p): Retraction =>
+        ({ rowId: p.id, orderId: p.order_id, adjustmentTime: p.adjustment_time })))],
+    ] as const) {
+      if (rows.length === 0 || reauth) continue;
+      const batch = await send();
+      if (batch.kind === "reauth") {
+        reauth = batch.code;
+        continue;
+      }
+      if (batch.kind === "rows") requestId ??= batch.requestId;
+      outcomes.push(...outcomesOf(destination.rail, rows.map((p) => p.id), batch));
+    }
+
+    await owner.query("select app_private.record_upload_outcomes($1, $2, $3::jsonb, $4)", [siteId, worker, JSON.stringify(outcomes), requestId ?? null]);
+    for (const outcome of outcomes) summary[outcome.kind]++;
+    if (reauth) {
+      // Google refused the credentials: nothing more can go until a person sets them again.
+      await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
+      await owner.query("select app_private.release_claimed_conversions($1, $2, $3, $4, 0)",
+        [siteId, worker, reauth, "The destination needs new credentials; the conversion waits for them."]);
+      return { ...summary, skipped: "needs_reauth" };
+    }
+    if (claimed.length < (deps.batchSize ?? BATCH_SIZE)) break;
+  }
+
+  // Come back when the earliest postponed row (or an unsettled Data Manager request) is due.
+  await owner.query(
+    `select app_private.enqueue_upload($1, 'google', next_at)
+       from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + make_interval(secs => $2) end) as next_at
+               from app_public.offline_conversion_queue q
+              where q.site_id = $1
+                and (q.status = 'pending' or (q.status = 'sent' and q.request_id is not null and q.last_error_code is null
+                                              and q.sent_at > now() - interval '2 days'))) n
+      where next_at is not null`, [siteId, STATUS_CHECK_AFTER_SECONDS]);
+  return summary;
+}
+
+/**
+ * Data Manager accepts a request before it processes it. Ask for the outcome of requests
+ * sent a while ago: SUCCESS makes their rows accepted, FAILED failed with Google's reasons;
+ * PARTIAL_SUCCESS cannot say which rows failed, so they stay sent with the reasons recorded.
+ */
+async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination): Promise<void> {
+  const { rows } = await deps.owner.query<{ request_id: string }>(
+    `select distinct request_id from app_public.offline_conversion_queue
+      where site_id = $1 and status = 'sent' and request_id is not null and last_error_code is null
+        and sent_at < now() - make_interval(secs => $2) and sent_at > now() - interval '2 days'
+      limit 50`, [siteId, STATUS_CHECK_AFTER_SECONDS]);
+  for (const { request_id: requestId } of rows) {
+    let status;
+    try {
+      status = await rail.requestStatus(destination, requestId);
+    } catch {
+      return; // unreachable or refused now: the next run asks again
+    }
+    const reasons = Object.entries(status.errors).map(([reason, count]) => `${reason}×${count}`).join(", ");
+    if (status.status === "SUCCESS") {
+      await deps.owner.query(
+        "update app_public.offline_conversion_queue set status = 'accepted', accepted_at = now() where site_id = $1 and request_id = $2 and status = 'sent'",
+        [siteId, requestId]);
+    } else if (status.status === "FAILED") {
+      await deps.owner.query(
+        `update app_public.offline_conversion_queue set status = 'failed', last_error_code = $3, last_error_message = $4
+          where site_id = $1 and request_id = $2 and status = 'sent'`,
+        [siteId, requestId, Object.keys(status.errors)[0] ?? "PROCESSING_FAILED", `Google could not process the upload: ${reasons || "no reason given"}.`]);
+    } else if (status.status === "PARTIAL_SUCCESS") {
+      await deps.owner.query(
+        `update app_public.offline_conversion_queue set last_error_code = 'PARTIAL_SUCCESS', last_error_message = $3
+          where site_id = $1 and request_id = $2 and status = 'sent'`,
+        [siteId, requestId, `Google processed the upload with some rows rejected (${reasons}); it does not say which.`]);
+    }
+  }
+}
