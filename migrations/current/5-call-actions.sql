@@ -41,6 +41,8 @@ comment on column app_public.call_actions.undoes_id is E'For undo: the action it
 comment on column app_public.call_actions.actor_user_id is E'Who acted (dashboard user).';
 comment on column app_public.call_actions.actor_api_key_id is E'Who acted (API key).';
 comment on column app_public.call_actions.created_at is E'When.';
+comment on constraint call_actions_undone_once on app_public.call_actions is E'@behavior -single';
+comment on constraint call_actions_undoes_fkey on app_public.call_actions is E'@fieldName undoes\n@foreignFieldName undoneBy';
 create index call_actions_call_idx on app_public.call_actions (site_id, call_id, created_at);
 alter table app_public.call_actions enable row level security;
 create policy select_member on app_public.call_actions for select using (site_id in (select app_hidden.current_user_site_ids()));

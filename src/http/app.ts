@@ -14,6 +14,7 @@ import { callEventRouter } from "./call-events";
 import { disputeExportHandler } from "./dispute-export";
 import { healthHandler } from "./health";
 import { ingestRouter } from "./ingest";
+import { ociExportHandler } from "./oci-export";
 import { salesRouter } from "./sales";
 
 export interface AppDeps {
@@ -40,6 +41,8 @@ export function makeApp(deps: AppDeps): express.Express {
   app.use("/api", callEventRouter(deps.pools.auth));
   app.use("/api/sales", authenticate(deps.verifyToken, deps.pools.auth));
   app.use("/api", salesRouter(deps.config, deps.pools));
+  app.get("/api/oci/export.csv", (req, res, next) => (/^Basic /i.test(req.headers.authorization ?? "") ? next() : authenticate(deps.verifyToken, deps.pools.auth)(req, res, next)),
+    ociExportHandler(deps.pools.auth));
   app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
   app.get("/api/billing/dispute-export.csv", authenticate(deps.verifyToken, deps.pools.auth), disputeExportHandler(deps.config, deps.pools));
   return app;
