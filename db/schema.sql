@@ -254,6 +254,36 @@ $$;
 COMMENT ON FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) IS 'Tier (S1, S2, S4 or S5) and source of a landing URL and referrer on a site; S3 is decided by the sessionizer.';
 
 --
+-- Name: currency_minor_units(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.currency_minor_units(code text) RETURNS integer
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select case
+    when code in ('BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX', 'UYI', 'VND', 'VUV', 'XAF', 'XOF', 'XPF') then 0
+    when code in ('BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND') then 3
+    when code in ('CLF', 'UYW') then 4
+    when code in ('AED', 'AFN', 'ALL', 'AMD', 'ANG', 'AOA', 'ARS', 'AUD', 'AWG', 'AZN', 'BAM', 'BBD', 'BDT', 'BGN', 'BMD', 'BND',
+                  'BOB', 'BOV', 'BRL', 'BSD', 'BTN', 'BWP', 'BYN', 'BZD', 'CAD', 'CDF', 'CHE', 'CHF', 'CHW', 'CNY', 'COP', 'COU',
+                  'CRC', 'CUP', 'CVE', 'CZK', 'DKK', 'DOP', 'DZD', 'EGP', 'ERN', 'ETB', 'EUR', 'FJD', 'FKP', 'GBP', 'GEL', 'GHS',
+                  'GIP', 'GMD', 'GTQ', 'GYD', 'HKD', 'HNL', 'HTG', 'HUF', 'IDR', 'ILS', 'INR', 'IRR', 'JMD', 'KES', 'KGS', 'KHR',
+                  'KPW', 'KYD', 'KZT', 'LAK', 'LBP', 'LKR', 'LRD', 'LSL', 'MAD', 'MDL', 'MGA', 'MKD', 'MMK', 'MNT', 'MOP', 'MRU',
+                  'MUR', 'MVR', 'MWK', 'MXN', 'MXV', 'MYR', 'MZN', 'NAD', 'NGN', 'NIO', 'NOK', 'NPR', 'NZD', 'PAB', 'PEN', 'PGK',
+                  'PHP', 'PKR', 'PLN', 'QAR', 'RON', 'RSD', 'RUB', 'SAR', 'SBD', 'SCR', 'SDG', 'SEK', 'SGD', 'SHP', 'SLE', 'SOS',
+                  'SRD', 'SSP', 'STN', 'SVC', 'SYP', 'SZL', 'THB', 'TJS', 'TMT', 'TOP', 'TRY', 'TTD', 'TWD', 'TZS', 'UAH', 'USD',
+                  'USN', 'UYU', 'UZS', 'VED', 'VES', 'WST', 'XCD', 'XCG', 'YER', 'ZAR', 'ZMW', 'ZWG') then 2
+  end;
+$$;
+
+--
+-- Name: FUNCTION currency_minor_units(code text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.currency_minor_units(code text) IS 'Minor units of an ISO 4217 currency in circulation (JPY 0, USD 2, KWD 3), or null for anything else.';
+
+--
 -- Name: current_api_key_id(); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -349,6 +379,23 @@ $$;
 COMMENT ON FUNCTION app_hidden.host_is_on(host text, domain text) IS 'True when host is the domain or one of its subdomains.';
 
 --
+-- Name: identifier_sha256(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.identifier_sha256(normalized text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.encode(public.digest(pg_catalog.convert_to(normalized, 'UTF8'), 'sha256'), 'hex');
+$$;
+
+--
+-- Name: FUNCTION identifier_sha256(normalized text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.identifier_sha256(normalized text) IS 'Lower-case hex SHA-256 of a normalised identifier, as Google expects it.';
+
+--
 -- Name: is_search_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
 
@@ -405,6 +452,47 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) IS 'One ledger row as the digest and the dispute export write it: key,occurred_at,billable (no newline). In app_hidden because the export runs as the visitor role.';
+
+--
+-- Name: normalize_email(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.normalize_email(email text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select case
+    when v.e !~ '^[^@[:space:]]{1,64}@[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$' or pg_catalog.length(v.e) > 254 then null
+    when pg_catalog.split_part(v.e, '@', 2) in ('gmail.com', 'googlemail.com')
+      then pg_catalog.replace(pg_catalog.split_part(v.e, '@', 1), '.', '') || '@' || pg_catalog.split_part(v.e, '@', 2)
+    else v.e
+  end
+  from (select pg_catalog.lower(pg_catalog.btrim(email, E' \t\r\n')) as e) v;
+$_$;
+
+--
+-- Name: FUNCTION normalize_email(email text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.normalize_email(email text) IS 'An email address as Google hashes it (trimmed, lower-case, no dots before @gmail.com), or null if it is not one.';
+
+--
+-- Name: normalize_phone(text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.normalize_phone(phone text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select case when v.p ~ '^\+[1-9][0-9]{6,14}$' then v.p end
+    from (select pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.btrim(phone), '[[:space:]().-]', '', 'g'), '^00', '+') as p) v;
+$_$;
+
+--
+-- Name: FUNCTION normalize_phone(phone text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.normalize_phone(phone text) IS 'A phone number in E.164 (+905551112233), or null when it has no country code or is not a number.';
 
 --
 -- Name: parse_timestamptz(text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -561,6 +649,153 @@ $$;
 
 COMMENT ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) IS 'True when a pageview URL carries a click id, utm_source or utm_campaign that differs from the session''s.';
 
+SET default_table_access_method = heap;
+
+--
+-- Name: destinations; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.destinations (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    rail text NOT NULL,
+    customer_id text NOT NULL,
+    login_customer_id text,
+    conversion_action text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    status_reason text,
+    credentials_last4 text,
+    credentials_updated_at timestamp with time zone,
+    credentials_updated_by uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT destinations_conversion_action_format CHECK ((conversion_action ~ '^[0-9]{1,20}$'::text)),
+    CONSTRAINT destinations_customer_id_format CHECK ((customer_id ~ '^[0-9]{10}$'::text)),
+    CONSTRAINT destinations_login_customer_id_format CHECK ((login_customer_id ~ '^[0-9]{10}$'::text)),
+    CONSTRAINT destinations_rail CHECK ((rail = ANY (ARRAY['datamanager'::text, 'google_ads'::text]))),
+    CONSTRAINT destinations_status CHECK ((status = ANY (ARRAY['active'::text, 'needs_reauth'::text, 'paused'::text])))
+);
+
+--
+-- Name: TABLE destinations; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.destinations IS 'Where a site''s conversions are delivered: the rail (Data Manager API or Google Ads API), the Google Ads account and conversion action. At most one is not paused per site.';
+
+--
+-- Name: COLUMN destinations.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.site_id IS 'The site.';
+
+--
+-- Name: COLUMN destinations.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.id IS 'Identifier.';
+
+--
+-- Name: COLUMN destinations.rail; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.rail IS 'datamanager (Google''s Data Manager API, the default) or google_ads (Google Ads API, grandfathered developer tokens).';
+
+--
+-- Name: COLUMN destinations.customer_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.customer_id IS 'Google Ads customer id (ten digits, no dashes).';
+
+--
+-- Name: COLUMN destinations.login_customer_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.login_customer_id IS 'Manager account id used to log in, if any.';
+
+--
+-- Name: COLUMN destinations.conversion_action; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.conversion_action IS 'Google Ads conversion action id.';
+
+--
+-- Name: COLUMN destinations.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.status IS 'active, needs_reauth (Google refused the credentials: set them again) or paused.';
+
+--
+-- Name: COLUMN destinations.status_reason; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.status_reason IS 'Why it is not active (Google''s code).';
+
+--
+-- Name: COLUMN destinations.credentials_last4; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.credentials_last4 IS 'Last four characters of the stored refresh token (the token itself is never readable).';
+
+--
+-- Name: COLUMN destinations.credentials_updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.credentials_updated_at IS 'When the credentials were last set.';
+
+--
+-- Name: COLUMN destinations.credentials_updated_by; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.credentials_updated_by IS 'Who set them.';
+
+--
+-- Name: COLUMN destinations.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.created_at IS 'When it was created.';
+
+--
+-- Name: COLUMN destinations.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.destinations.updated_at IS 'When it last changed.';
+
+--
+-- Name: store_provider_credentials(uuid, text, bytea, bytea, bytea, bytea, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text) RETURNS app_public.destinations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_destination app_public.destinations;
+begin
+  select * into v_destination from app_public.destinations d where d.id = store_provider_credentials.destination_id;
+  perform app_private.assert_caller_role(v_destination.site_id, 'admin', 'set_credentials', 'destinations', store_provider_credentials.destination_id::text);
+  insert into app_private.provider_credentials as c (site_id, destination_id, key_id, wrapped_key, nonce, ciphertext, auth_tag)
+  values (v_destination.site_id, v_destination.id, store_provider_credentials.key_id, store_provider_credentials.wrapped_key,
+          store_provider_credentials.nonce, store_provider_credentials.ciphertext, store_provider_credentials.auth_tag)
+  on conflict on constraint provider_credentials_pkey do update set key_id = excluded.key_id, wrapped_key = excluded.wrapped_key, nonce = excluded.nonce,
+    ciphertext = excluded.ciphertext, auth_tag = excluded.auth_tag, updated_at = pg_catalog.now();
+  update app_public.destinations d
+     set credentials_last4 = store_provider_credentials.last4, credentials_updated_at = pg_catalog.now(),
+         credentials_updated_by = app_hidden.current_user_id(),
+         status = case when d.status = 'needs_reauth' then 'active' else d.status end,
+         status_reason = case when d.status = 'needs_reauth' then null else d.status_reason end
+   where d.site_id = v_destination.site_id and d.id = v_destination.id
+  returning * into v_destination;
+  perform app_private.enqueue_upload(v_destination.site_id, 'google');
+  return v_destination;
+end;
+$$;
+
+--
+-- Name: FUNCTION store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text) IS 'Saves a destination''s encrypted refresh token (admin or owner; called by the setDestinationCredentials mutation after encrypting).';
+
 --
 -- Name: url_host(text); Type: FUNCTION; Schema: app_hidden; Owner: -
 --
@@ -655,7 +890,29 @@ $$;
 
 COMMENT ON FUNCTION app_private.assert_billing_access(site_id uuid, action text) IS 'Raises OM403 for a request (visitor role) that is not admin or owner of the site; direct SQL is not limited.';
 
-SET default_table_access_method = heap;
+--
+-- Name: assert_caller_role(uuid, app_public.site_role, text, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.assert_caller_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if pg_catalog.current_setting('role', true) is distinct from 'opsmantik_visitor'
+     and (session_user = 'opsmantik_owner' or exists (select 1 from pg_catalog.pg_roles r where r.rolname = session_user and r.rolsuper)) then
+    return;
+  end if;
+  perform app_hidden.assert_site_role(assert_caller_role.site_id, assert_caller_role.min_role, assert_caller_role.action,
+                                      assert_caller_role.target_table, assert_caller_role.target_id);
+end;
+$$;
+
+--
+-- Name: FUNCTION assert_caller_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.assert_caller_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text) IS 'Raises OM403 unless the caller holds min_role on the site; the owner''s own sessions (worker, DBA) pass.';
 
 --
 -- Name: audit_log; Type: TABLE; Schema: app_public; Owner: -
@@ -851,7 +1108,7 @@ CREATE TABLE app_public.sites (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT sites_allowed_origins_format CHECK ((array_to_string(allowed_origins, ' '::text) ~ '^(https?://[a-z0-9.-]+(:[0-9]{1,5})?( |$))*$'::text)),
     CONSTRAINT sites_consent_mode CHECK ((consent_mode = ANY (ARRAY['required'::text, 'implied'::text]))),
-    CONSTRAINT sites_currency_format CHECK ((currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT sites_currency_format CHECK ((app_hidden.currency_minor_units(currency) IS NOT NULL)),
     CONSTRAINT sites_domain_format CHECK ((domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$'::text)),
     CONSTRAINT sites_monthly_event_quota_positive CHECK ((monthly_event_quota >= 0)),
     CONSTRAINT sites_name_length CHECK (((length(name) >= 1) AND (length(name) <= 200))),
@@ -973,6 +1230,242 @@ $$;
 COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
 
 --
+-- Name: offline_conversion_queue; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.offline_conversion_queue (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    sale_id uuid NOT NULL,
+    provider text DEFAULT 'google'::text NOT NULL,
+    kind text DEFAULT 'conversion'::text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    order_id text NOT NULL,
+    click_id text,
+    click_id_type text,
+    conversion_at timestamp with time zone NOT NULL,
+    value numeric NOT NULL,
+    currency text NOT NULL,
+    ad_user_data text NOT NULL,
+    ad_personalization text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    retry_at timestamp with time zone DEFAULT now() NOT NULL,
+    locked_by text,
+    locked_until timestamp with time zone,
+    last_error_code text,
+    last_error_message text,
+    request_id text,
+    sent_at timestamp with time zone,
+    accepted_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT offline_conversion_queue_ad_personalization CHECK ((ad_personalization = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
+    CONSTRAINT offline_conversion_queue_ad_user_data CHECK ((ad_user_data = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
+    CONSTRAINT offline_conversion_queue_click_id_type CHECK ((click_id_type = ANY (ARRAY['gclid'::text, 'gbraid'::text, 'wbraid'::text]))),
+    CONSTRAINT offline_conversion_queue_kind CHECK ((kind = ANY (ARRAY['conversion'::text, 'retraction'::text]))),
+    CONSTRAINT offline_conversion_queue_provider CHECK ((provider = 'google'::text)),
+    CONSTRAINT offline_conversion_queue_status CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'sent'::text, 'accepted'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+--
+-- Name: TABLE offline_conversion_queue; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.offline_conversion_queue IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy +groupedAggregates
+Conversions (and retractions of undone ones) on their way to Google, one row each, with their honest status.';
+
+--
+-- Name: COLUMN offline_conversion_queue.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.site_id IS 'The site.';
+
+--
+-- Name: COLUMN offline_conversion_queue.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.id IS 'Identifier.';
+
+--
+-- Name: COLUMN offline_conversion_queue.sale_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.sale_id IS 'The sale it reports.';
+
+--
+-- Name: COLUMN offline_conversion_queue.provider; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.provider IS 'Where it goes (google).';
+
+--
+-- Name: COLUMN offline_conversion_queue.kind; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.kind IS 'conversion, or retraction of one already delivered.';
+
+--
+-- Name: COLUMN offline_conversion_queue.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.status IS 'pending (waiting; see retry_at), processing (an uploader holds it), sent (Google has it, result pending), accepted, failed (see last_error_code) or cancelled.';
+
+--
+-- Name: COLUMN offline_conversion_queue.order_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.order_id IS 'Sent as the order / transaction id, the same on every attempt, so Google counts the conversion once.';
+
+--
+-- Name: COLUMN offline_conversion_queue.click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.click_id IS 'The Google click id it is attributed to; filled in later if it becomes known before delivery.';
+
+--
+-- Name: COLUMN offline_conversion_queue.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.click_id_type IS 'gclid, gbraid or wbraid.';
+
+--
+-- Name: COLUMN offline_conversion_queue.conversion_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.conversion_at IS 'When the conversion happened.';
+
+--
+-- Name: COLUMN offline_conversion_queue.value; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.value IS 'Conversion value.';
+
+--
+-- Name: COLUMN offline_conversion_queue.currency; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.currency IS 'ISO 4217 code.';
+
+--
+-- Name: COLUMN offline_conversion_queue.ad_user_data; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.ad_user_data IS 'Consent Mode v2 signal sent with it; hashed email and phone go only when granted.';
+
+--
+-- Name: COLUMN offline_conversion_queue.ad_personalization; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.ad_personalization IS 'Consent Mode v2 signal sent with it.';
+
+--
+-- Name: COLUMN offline_conversion_queue.attempts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.attempts IS 'How many times an uploader claimed it.';
+
+--
+-- Name: COLUMN offline_conversion_queue.retry_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.retry_at IS 'Not claimed before this time (Google asked us to wait, or an error backs off).';
+
+--
+-- Name: COLUMN offline_conversion_queue.locked_by; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.locked_by IS 'The uploader holding it, while processing.';
+
+--
+-- Name: COLUMN offline_conversion_queue.locked_until; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.locked_until IS 'The lease: past it, another uploader may reclaim the row.';
+
+--
+-- Name: COLUMN offline_conversion_queue.last_error_code; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.last_error_code IS 'Google''s (or our) code for the last failure.';
+
+--
+-- Name: COLUMN offline_conversion_queue.last_error_message; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.last_error_message IS 'The last failure in words.';
+
+--
+-- Name: COLUMN offline_conversion_queue.request_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.request_id IS 'Google''s request id of the upload that carried it.';
+
+--
+-- Name: COLUMN offline_conversion_queue.sent_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.sent_at IS 'When Google first took the upload.';
+
+--
+-- Name: COLUMN offline_conversion_queue.accepted_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.accepted_at IS 'When Google accepted it.';
+
+--
+-- Name: COLUMN offline_conversion_queue.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.created_at IS 'When it was queued.';
+
+--
+-- Name: COLUMN offline_conversion_queue.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.updated_at IS 'When it last changed.';
+
+--
+-- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid DEFAULT NULL::uuid, worker text DEFAULT NULL::text, lease_seconds integer DEFAULT 300) RETURNS SETOF app_public.offline_conversion_queue
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if claim_offline_conversion_jobs."limit" not between 1 and 2000 or claim_offline_conversion_jobs.lease_seconds not between 10 and 86400 then
+    raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
+  end if;
+  return query
+  with due as (
+    select q.site_id, q.id
+      from app_public.offline_conversion_queue q
+     where q.provider = claim_offline_conversion_jobs.provider
+       and (claim_offline_conversion_jobs.site_id is null or q.site_id = claim_offline_conversion_jobs.site_id)
+       and ((q.status = 'pending' and q.retry_at <= pg_catalog.now())
+            or (q.status = 'processing' and q.locked_until < pg_catalog.now()))
+     order by q.retry_at, q.created_at, q.id
+     limit claim_offline_conversion_jobs."limit"
+       for update skip locked
+  )
+  update app_public.offline_conversion_queue q
+     set status = 'processing',
+         locked_by = coalesce(claim_offline_conversion_jobs.worker, pg_catalog.pg_backend_pid()::text),
+         locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => claim_offline_conversion_jobs.lease_seconds),
+         attempts = q.attempts + 1
+    from due
+   where q.site_id = due.site_id and q.id = due.id
+  returning q.*;
+end;
+$$;
+
+--
+-- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer) IS 'Claims up to limit due conversions (optionally of one site) for an uploader, under a lease of lease_seconds (FOR UPDATE SKIP LOCKED).';
+
+--
 -- Name: compute_ledger_digest(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -993,6 +1486,67 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) IS 'The SPEC §9 digest of a site''s ledger for a period, computed now.';
+
+--
+-- Name: conversion_consent(app_public.sites, text, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.conversion_consent(site app_public.sites, visitor_id text, session_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_consent jsonb;
+begin
+  if visitor_id is not null then
+    select app_private.latest_consent(site.id, public.hmac(pg_catalog.convert_to(visitor_id, 'UTF8'), s.salt, 'sha256'))
+      into v_consent from app_private.site_salts s where s.site_id = site.id;
+  end if;
+  if v_consent is null and session_id is not null then
+    select e.consent into v_consent from app_public.events e
+     where e.site_id = site.id and e.session_id = conversion_consent.session_id
+     order by e.occurred_at desc, e.id desc
+     limit 1;
+  end if;
+  return app_private.effective_consent(site, null, v_consent);
+end;
+$$;
+
+--
+-- Name: FUNCTION conversion_consent(site app_public.sites, visitor_id text, session_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.conversion_consent(site app_public.sites, visitor_id text, session_id uuid) IS 'Consent signals for a conversion: the visitor''s latest choice, the session''s, or the site default.';
+
+--
+-- Name: conversion_payloads(uuid, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
+         app_private.google_time(greatest(q.conversion_at, x.started_at + interval '1 second'), st.timezone),
+         app_private.google_time(pg_catalog.now(), st.timezone),
+         q.value::text, q.currency,
+         case when q.ad_user_data = 'granted' then i.email_sha256 end,
+         case when q.ad_user_data = 'granted' then i.phone_sha256 end,
+         q.ad_user_data, q.ad_personalization, q.conversion_at
+    from app_public.offline_conversion_queue q
+    join app_public.sites st on st.id = q.site_id
+    join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
+    left join app_private.sale_identifiers i on i.site_id = q.site_id and i.sale_id = q.sale_id
+    left join lateral (select min(se.started_at) as started_at from app_public.sessions se
+                        where se.site_id = s.site_id and se.id = s.session_id) x on true
+   where q.site_id = conversion_payloads.site_id and q.id = any (conversion_payloads.ids);
+$$;
+
+--
+-- Name: FUNCTION conversion_payloads(site_id uuid, ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Claimed queue rows in the shape the rails send.';
 
 --
 -- Name: create_site(uuid, text, text, text, bigint, integer, text[], text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1021,6 +1575,23 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text) IS 'Creates a site with its first owner. Used by the CLI and by app_public.create_site.';
+
+--
+-- Name: csv_field(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.csv_field(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select case when value ~ '[",\r\n]' then '"' || pg_catalog.replace(value, '"', '""') || '"' else value end;
+$$;
+
+--
+-- Name: FUNCTION csv_field(value text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.csv_field(value text) IS 'A CSV field, quoted when it needs to be (RFC 4180).';
 
 --
 -- Name: daily_salt(date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1106,6 +1677,213 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) IS 'The consent signals that apply to an event.';
+
+--
+-- Name: sales; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.sales (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    external_id text NOT NULL,
+    amount numeric NOT NULL,
+    currency text NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    status text DEFAULT 'confirmed'::text NOT NULL,
+    conversation_id uuid,
+    call_id uuid,
+    session_id uuid,
+    visitor_id text,
+    gclid text,
+    attribution_tier text,
+    attribution_source text,
+    click_id text,
+    click_id_type text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_by_user_id uuid,
+    created_by_api_key_id uuid,
+    CONSTRAINT sales_amount_range CHECK (((amount >= (0)::numeric) AND (amount < '1000000000000'::numeric))),
+    CONSTRAINT sales_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
+    CONSTRAINT sales_currency_iso CHECK ((app_hidden.currency_minor_units(currency) IS NOT NULL)),
+    CONSTRAINT sales_external_id_format CHECK ((external_id ~ '^[[:graph:]]([[:graph:] ]{0,126}[[:graph:]])?$'::text)),
+    CONSTRAINT sales_gclid_format CHECK ((gclid ~ '^[A-Za-z0-9_-]{1,255}$'::text)),
+    CONSTRAINT sales_status CHECK ((status = ANY (ARRAY['confirmed'::text, 'cancelled'::text]))),
+    CONSTRAINT sales_visitor_id_format CHECK ((visitor_id ~ '^[A-Za-z0-9_-]{1,64}$'::text))
+);
+
+--
+-- Name: TABLE sales; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.sales IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Confirmed sales (from a CRM, the dashboard or a sealed call), with the attribution their conversion is uploaded with.';
+
+--
+-- Name: COLUMN sales.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.site_id IS 'The site.';
+
+--
+-- Name: COLUMN sales.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.id IS 'Identifier.';
+
+--
+-- Name: COLUMN sales.external_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.external_id IS 'The CRM''s identifier: unique per site, so a repeated confirmation changes nothing. Sent to Google as the order id.';
+
+--
+-- Name: COLUMN sales.amount; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.amount IS 'Value in currency units (never negative).';
+
+--
+-- Name: COLUMN sales.currency; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.currency IS 'ISO 4217 code.';
+
+--
+-- Name: COLUMN sales.occurred_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.occurred_at IS 'When the sale happened.';
+
+--
+-- Name: COLUMN sales.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.status IS 'confirmed, or cancelled when a sealed call was undone.';
+
+--
+-- Name: COLUMN sales.conversation_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.conversation_id IS 'The conversation it came from, if any.';
+
+--
+-- Name: COLUMN sales.call_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.call_id IS 'The call it came from, if any.';
+
+--
+-- Name: COLUMN sales.session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.session_id IS 'The session it was attributed to, if any.';
+
+--
+-- Name: COLUMN sales.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.visitor_id IS 'The website visitor id the CRM sent, if any.';
+
+--
+-- Name: COLUMN sales.gclid; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.gclid IS 'The Google click id the CRM sent, if any.';
+
+--
+-- Name: COLUMN sales.attribution_tier; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.attribution_tier IS 'S1…S5 of the session, call or click it was attributed to; null when nothing was known.';
+
+--
+-- Name: COLUMN sales.attribution_source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.attribution_source IS 'The attribution detail (see sessions).';
+
+--
+-- Name: COLUMN sales.click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.click_id IS 'The Google click id its conversion is uploaded with (S1''s own, S3''s assisting one).';
+
+--
+-- Name: COLUMN sales.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.click_id_type IS 'gclid, gbraid or wbraid.';
+
+--
+-- Name: COLUMN sales.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.created_at IS 'When it was recorded.';
+
+--
+-- Name: COLUMN sales.created_by_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.created_by_user_id IS 'The dashboard user who confirmed it, if any.';
+
+--
+-- Name: COLUMN sales.created_by_api_key_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.created_by_api_key_id IS 'The API key (CRM) that confirmed it, if any.';
+
+--
+-- Name: enqueue_conversion(app_public.sales, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.enqueue_conversion(sale app_public.sales, consent jsonb) RETURNS app_public.offline_conversion_queue
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_row app_public.offline_conversion_queue;
+begin
+  insert into app_public.offline_conversion_queue (site_id, sale_id, order_id, click_id, click_id_type, conversion_at, value, currency,
+                                                   ad_user_data, ad_personalization)
+  values (sale.site_id, sale.id, sale.external_id, sale.click_id, sale.click_id_type, sale.occurred_at, sale.amount, sale.currency,
+          coalesce(consent ->> 'ad_user_data', 'unspecified'), coalesce(consent ->> 'ad_personalization', 'unspecified'))
+  on conflict on constraint offline_conversion_queue_once do nothing
+  returning * into v_row;
+  if v_row.id is not null then
+    perform app_private.enqueue_upload(sale.site_id, 'google');
+  end if;
+  return v_row;
+end;
+$$;
+
+--
+-- Name: FUNCTION enqueue_conversion(sale app_public.sales, consent jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.enqueue_conversion(sale app_public.sales, consent jsonb) IS 'Queues the conversion of a sale, once, with its upload job.';
+
+--
+-- Name: enqueue_upload(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.enqueue_upload(site_id uuid, provider text, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform graphile_worker.add_job('upload_conversions',
+    pg_catalog.json_build_object('site_id', enqueue_upload.site_id, 'provider', enqueue_upload.provider),
+    job_key => 'upload_conversions:' || enqueue_upload.provider || ':' || enqueue_upload.site_id::text,
+    job_key_mode => 'preserve_run_at',
+    run_at => coalesce(enqueue_upload.run_at, pg_catalog.now()));
+end;
+$$;
+
+--
+-- Name: FUNCTION enqueue_upload(site_id uuid, provider text, run_at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.enqueue_upload(site_id uuid, provider text, run_at timestamp with time zone) IS 'Schedules the upload_conversions job of a site (one per site; idempotent).';
 
 --
 -- Name: ensure_quota_shards(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1217,6 +1995,23 @@ $_$;
 COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) IS 'Validates one tracker event (SPEC §5.1); returns an event-level error code and message, or nulls.';
 
 --
+-- Name: export_credential_for(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.export_credential_for(username text) RETURNS TABLE(site_id uuid, password_sha256 bytea)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select c.site_id, c.password_sha256 from app_private.export_credentials c where c.username = export_credential_for.username;
+$$;
+
+--
+-- Name: FUNCTION export_credential_for(username text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.export_credential_for(username text) IS 'The site and password hash of an export credential (compared in constant time by the caller).';
+
+--
 -- Name: find_site(text, text, text[], text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1278,6 +2073,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone) IS 'Freezes every unfrozen site-month whose grace has passed; returns how many.';
+
+--
+-- Name: google_time(timestamp with time zone, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.google_time(at timestamp with time zone, zone text) RETURNS text
+    LANGUAGE sql STABLE STRICT
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.to_char(at at time zone zone, 'YYYY-MM-DD HH24:MI:SS')
+         || case when o.minutes < 0 then '-' else '+' end
+         || pg_catalog.to_char(pg_catalog.abs(o.minutes) / 60, 'FM00') || ':' || pg_catalog.to_char(pg_catalog.abs(o.minutes) % 60, 'FM00')
+    from (select (extract(epoch from ((at at time zone zone) - (at at time zone 'UTC'))) / 60)::integer as minutes) o;
+$$;
+
+--
+-- Name: FUNCTION google_time(at timestamp with time zone, zone text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.google_time(at timestamp with time zone, zone text) IS 'A time as Google''s conversion imports want it: yyyy-mm-dd hh:mm:ss+hh:mm in the given zone.';
 
 --
 -- Name: ingest_cleanup(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1499,6 +2314,268 @@ $$;
 COMMENT ON FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) IS 'A visitor''s latest recorded consent choice.';
 
 --
+-- Name: call_actions; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.call_actions (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    call_id uuid NOT NULL,
+    action text NOT NULL,
+    value numeric,
+    currency text,
+    sale_id uuid,
+    undoes_id uuid,
+    actor_user_id uuid,
+    actor_api_key_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT call_actions_action CHECK ((action = ANY (ARRAY['seal'::text, 'junk'::text, 'undo'::text]))),
+    CONSTRAINT call_actions_undo_points_back CHECK (((action = 'undo'::text) = (undoes_id IS NOT NULL)))
+);
+
+--
+-- Name: TABLE call_actions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.call_actions IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Every seal, junk and undo staff applied to a call, in order; never changed.';
+
+--
+-- Name: COLUMN call_actions.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.site_id IS 'The site.';
+
+--
+-- Name: COLUMN call_actions.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.id IS 'Identifier.';
+
+--
+-- Name: COLUMN call_actions.call_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.call_id IS 'The call.';
+
+--
+-- Name: COLUMN call_actions.action; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.action IS 'seal, junk or undo.';
+
+--
+-- Name: COLUMN call_actions.value; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.value IS 'The value given when sealing, if any.';
+
+--
+-- Name: COLUMN call_actions.currency; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.currency IS 'Its currency.';
+
+--
+-- Name: COLUMN call_actions.sale_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.sale_id IS 'The sale a seal created.';
+
+--
+-- Name: COLUMN call_actions.undoes_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.undoes_id IS 'For undo: the action it reverted.';
+
+--
+-- Name: COLUMN call_actions.actor_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.actor_user_id IS 'Who acted (dashboard user).';
+
+--
+-- Name: COLUMN call_actions.actor_api_key_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.actor_api_key_id IS 'Who acted (API key).';
+
+--
+-- Name: COLUMN call_actions.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.call_actions.created_at IS 'When.';
+
+--
+-- Name: calls; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.calls (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    call_id text NOT NULL,
+    status text NOT NULL,
+    caller text,
+    tracking_number text,
+    started_at timestamp with time zone NOT NULL,
+    duration_s integer DEFAULT 0 NOT NULL,
+    visitor_id text,
+    session_id uuid,
+    gclid text,
+    attribution_tier text,
+    attribution_source text,
+    click_id text,
+    click_id_type text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT calls_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
+    CONSTRAINT calls_call_id_format CHECK ((call_id ~ '^[A-Za-z0-9_.:-]{1,200}$'::text)),
+    CONSTRAINT calls_caller_e164 CHECK ((caller ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT calls_duration CHECK (((duration_s >= 0) AND (duration_s <= 86400))),
+    CONSTRAINT calls_status CHECK ((status = ANY (ARRAY['ringing'::text, 'answered'::text, 'missed'::text, 'ended'::text]))),
+    CONSTRAINT calls_tracking_number_e164 CHECK ((tracking_number ~ '^\+[1-9][0-9]{6,14}$'::text))
+);
+
+--
+-- Name: TABLE calls; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.calls IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+Phone calls reported by the call-tracking provider, tied to the session that caused them.';
+
+--
+-- Name: COLUMN calls.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.site_id IS 'The site.';
+
+--
+-- Name: COLUMN calls.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.id IS 'Our identifier.';
+
+--
+-- Name: COLUMN calls.call_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.call_id IS 'The provider''s identifier; repeated events with it update this call.';
+
+--
+-- Name: COLUMN calls.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.status IS 'ringing, then missed, or answered and ended; a late event never moves a call back.';
+
+--
+-- Name: COLUMN calls.caller; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.caller IS 'Caller number (E.164).';
+
+--
+-- Name: COLUMN calls.tracking_number; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.tracking_number IS 'The tracking number dialled (E.164).';
+
+--
+-- Name: COLUMN calls.started_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.started_at IS 'When the call started.';
+
+--
+-- Name: COLUMN calls.duration_s; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.duration_s IS 'Duration in seconds.';
+
+--
+-- Name: COLUMN calls.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.visitor_id IS 'The website visitor the provider linked, if any.';
+
+--
+-- Name: COLUMN calls.session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.session_id IS 'The session the call was matched to.';
+
+--
+-- Name: COLUMN calls.gclid; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.gclid IS 'The Google click id the provider reported, if any.';
+
+--
+-- Name: COLUMN calls.attribution_tier; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.attribution_tier IS 'The matched session''s tier (S1 when only a gclid is known).';
+
+--
+-- Name: COLUMN calls.attribution_source; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.attribution_source IS 'The matched session''s attribution source.';
+
+--
+-- Name: COLUMN calls.click_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.click_id IS 'The click id to upload a conversion with: the session''s own (S1) or its assisting one (S3).';
+
+--
+-- Name: COLUMN calls.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.click_id_type IS 'gclid, gbraid or wbraid (or msclkid for S2).';
+
+--
+-- Name: COLUMN calls.received_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.received_at IS 'When we first heard of the call.';
+
+--
+-- Name: COLUMN calls.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.updated_at IS 'When the call last changed.';
+
+--
+-- Name: lock_call_for_action(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions) RETURNS record
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform app_private.assert_caller_role(lock_call_for_action.site_id, 'editor', action || '_call', 'calls', lock_call_for_action.call_id::text);
+  select * into call from app_public.calls c
+   where c.site_id = lock_call_for_action.site_id and c.id = lock_call_for_action.call_id
+     for update;
+  if call.id is null then
+    raise exception using errcode = 'OMUCL', message = 'No call of this site has this id.';
+  end if;
+  select * into standing from app_public.call_actions a
+   where a.site_id = call.site_id and a.call_id = call.id and a.action <> 'undo'
+     and not exists (select 1 from app_public.call_actions u where u.site_id = a.site_id and u.undoes_id = a.id)
+   order by a.created_at desc, a.id desc
+   limit 1;
+end;
+$$;
+
+--
+-- Name: FUNCTION lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions) IS 'Role check and row lock for a call action; returns the call and its standing seal or junk.';
+
+--
 -- Name: maintain_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1519,6 +2596,24 @@ $$;
 COMMENT ON FUNCTION app_private.maintain_partitions() IS 'pg_partman maintenance (creates partitions 4 months ahead, applies retention), then secures new partitions.';
 
 --
+-- Name: mark_destination_needs_reauth(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  update app_public.destinations d set status = 'needs_reauth', status_reason = mark_destination_needs_reauth.code
+   where d.id = mark_destination_needs_reauth.destination_id and d.status = 'active';
+$$;
+
+--
+-- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) IS 'Google refused the destination''s credentials: a person must set them again.';
+
+--
 -- Name: new_call_event_secret(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1534,6 +2629,48 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.new_call_event_secret() IS 'A fresh 256-bit call-event signing secret.';
+
+--
+-- Name: oci_export_lines(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.oci_export_lines(site_id uuid, conversion_name text) RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site app_public.sites;
+begin
+  select * into v_site from app_public.sites s where s.id = oci_export_lines.site_id;
+  if v_site.id is null then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  if exists (select 1 from app_public.destinations d where d.site_id = v_site.id and d.status <> 'paused') then
+    return;  -- an API rail delivers this site's conversions; a CSV as well would count them twice
+  end if;
+  update app_public.offline_conversion_queue q
+     set status = 'sent', request_id = 'csv', sent_at = pg_catalog.now(), last_error_code = null, last_error_message = null
+   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'pending' and q.click_id_type = 'gclid'
+     and q.conversion_at > pg_catalog.now() - interval '90 days';
+  return next 'Parameters:TimeZone=' || v_site.timezone;
+  return next 'Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,Ad User Data,Ad Personalization';
+  return query
+  select pg_catalog.concat_ws(',', q.click_id, app_private.csv_field(oci_export_lines.conversion_name),
+           pg_catalog.to_char(q.conversion_at at time zone v_site.timezone, 'YYYY-MM-DD HH24:MI:SS'), q.value::text, q.currency,
+           case q.ad_user_data when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end,
+           case q.ad_personalization when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end)
+    from app_public.offline_conversion_queue q
+   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'sent' and q.request_id = 'csv'
+     and q.conversion_at > pg_catalog.now() - interval '90 days'
+   order by q.conversion_at, q.id;
+end;
+$$;
+
+--
+-- Name: FUNCTION oci_export_lines(site_id uuid, conversion_name text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.oci_export_lines(site_id uuid, conversion_name text) IS 'The site''s click conversions as Google''s scheduled-import CSV (lines, without newlines); pending ones become sent.';
 
 --
 -- Name: sessions; Type: TABLE; Schema: app_public; Owner: -
@@ -2112,6 +3249,137 @@ $$;
 COMMENT ON FUNCTION app_private.record_denied_attempt(detail jsonb) IS 'Appends a denied attempt (from an OM403 error''s detail) to the target site''s audit chain.';
 
 --
+-- Name: record_sale(app_public.sites, text, numeric, text, timestamp with time zone, uuid, text, text, text, text, text, jsonb, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_sale(site app_public.sites, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_ref text, gclid text, email text, phone text, consent jsonb, conversation_id uuid) RETURNS app_public.sales
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_minor integer := app_hidden.currency_minor_units(record_sale.currency);
+  v_email text := app_hidden.normalize_email(record_sale.email);
+  v_phone text := app_hidden.normalize_phone(record_sale.phone);
+  v_call app_public.calls;
+  v_attribution record;
+  v_sale app_public.sales;
+begin
+  if record_sale.external_id is null or record_sale.external_id !~ '^[[:graph:]]([[:graph:] ]{0,126}[[:graph:]])?$' then
+    raise exception using errcode = 'OMSAL', message = 'external_id must be 1 to 128 printable characters.';
+  end if;
+  if record_sale.amount is null or record_sale.amount < 0 or record_sale.amount >= 1e12 then
+    raise exception using errcode = 'OMSAL', message = 'amount must be a number from 0 up to 999999999999.';
+  end if;
+  if v_minor is null then
+    raise exception using errcode = 'OMSAL', message = 'currency must be an ISO 4217 code in circulation, like TRY, EUR or USD.';
+  end if;
+  if pg_catalog.round(record_sale.amount, v_minor) <> record_sale.amount then
+    raise exception using errcode = 'OMSAL', message = pg_catalog.format('amount has more decimals than %s allows (%s).', record_sale.currency, v_minor);
+  end if;
+  if record_sale.occurred_at is null or record_sale.occurred_at > pg_catalog.now() + interval '5 minutes'
+     or record_sale.occurred_at < pg_catalog.now() - interval '1 year' then
+    raise exception using errcode = 'OMSAL', message = 'occurred_at must be a time with a zone, not in the future and within the last year.';
+  end if;
+  if record_sale.visitor_id !~ '^[A-Za-z0-9_-]{1,64}$' or record_sale.gclid !~ '^[A-Za-z0-9_-]{1,255}$' then
+    raise exception using errcode = 'OMSAL', message = 'visitor_id and gclid must be plain identifiers (letters, digits, _ and -).';
+  end if;
+  if record_sale.email is not null and v_email is null then
+    raise exception using errcode = 'OMSAL', message = 'email is not a valid email address.';
+  end if;
+  if record_sale.phone is not null and v_phone is null then
+    raise exception using errcode = 'OMSAL', message = 'phone must be an international number with its country code, like +90 555 111 22 33.';
+  end if;
+  if record_sale.consent is not null and (not app_private.valid_consent(record_sale.consent)
+      or exists (select 1 from pg_catalog.jsonb_object_keys(record_sale.consent) k where k not in ('ad_user_data', 'ad_personalization'))) then
+    raise exception using errcode = 'OMSAL', message = 'consent may hold ad_user_data and ad_personalization, each granted or denied.';
+  end if;
+
+  if record_sale.session_id is not null and not exists (
+       select 1 from app_public.sessions s where s.site_id = site.id and s.id = record_sale.session_id) then
+    raise exception using errcode = 'OMUSS', message = 'No session of this site has this id.';
+  end if;
+  if record_sale.call_ref is not null then
+    select * into v_call from app_public.calls c
+     where c.site_id = site.id
+       and (c.call_id = record_sale.call_ref
+            or (record_sale.call_ref ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' and c.id = record_sale.call_ref::uuid))
+     order by c.call_id = record_sale.call_ref desc
+     limit 1;
+    if v_call.id is null then
+      raise exception using errcode = 'OMUCL', message = 'No call of this site has this id.';
+    end if;
+  end if;
+
+  select * into v_attribution
+    from app_private.resolve_sale_attribution(site.id, record_sale.session_id, record_sale.visitor_id, v_call.id, record_sale.gclid, record_sale.occurred_at);
+
+  insert into app_public.sales as s (site_id, external_id, amount, currency, occurred_at, conversation_id, call_id, session_id,
+                                     visitor_id, gclid, attribution_tier, attribution_source, click_id, click_id_type,
+                                     created_by_user_id, created_by_api_key_id)
+  values (site.id, record_sale.external_id, record_sale.amount, record_sale.currency, record_sale.occurred_at,
+          record_sale.conversation_id, v_call.id, v_attribution.attributed_session_id, record_sale.visitor_id, record_sale.gclid,
+          v_attribution.attribution_tier, v_attribution.attribution_source, v_attribution.click_id, v_attribution.click_id_type,
+          app_hidden.current_user_id(), app_hidden.current_api_key_id())
+  on conflict on constraint sales_external_id_key do nothing
+  returning * into v_sale;
+  if v_sale.id is null then
+    raise exception using errcode = 'OMSEX', message = 'A sale with this external_id already exists.';
+  end if;
+
+  if v_email is not null or v_phone is not null then
+    insert into app_private.sale_identifiers (site_id, sale_id, email_sha256, phone_sha256)
+    values (site.id, v_sale.id, app_hidden.identifier_sha256(v_email), app_hidden.identifier_sha256(v_phone));
+  end if;
+
+  perform app_private.enqueue_conversion(v_sale,
+    coalesce(record_sale.consent, app_private.conversion_consent(site, coalesce(record_sale.visitor_id, v_attribution.session_visitor_id),
+                                                                 v_attribution.attributed_session_id)));
+  return v_sale;
+end;
+$_$;
+
+--
+-- Name: FUNCTION record_sale(site app_public.sites, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_ref text, gclid text, email text, phone text, consent jsonb, conversation_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_sale(site app_public.sites, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_ref text, gclid text, email text, phone text, consent jsonb, conversation_id uuid) IS 'Validates and records a sale, its hashed identifiers and its queued conversion (OMSAL, OMSEX, OMUSS, OMUCL).';
+
+--
+-- Name: record_upload_outcomes(uuid, text, jsonb, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text DEFAULT NULL::text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  update app_public.offline_conversion_queue q
+     set status = case o.kind when 'accepted' then 'accepted' when 'sent' then 'sent' when 'retry' then 'pending' else 'failed' end,
+         retry_at = case when o.kind = 'retry' then pg_catalog.now() + pg_catalog.make_interval(secs => coalesce(o.retry_after_seconds, 300)) else q.retry_at end,
+         last_error_code = case when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
+         last_error_message = case when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
+         request_id = coalesce(record_upload_outcomes.request_id, q.request_id),
+         sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
+         accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
+         locked_by = null, locked_until = null
+    from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
+           as o(id uuid, kind text, code text, message text, retry_after_seconds integer)
+   where q.site_id = record_upload_outcomes.site_id and q.id = o.id
+     and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker;
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text) IS 'Applies the rails'' per-row outcomes to rows the worker still holds; returns how many changed.';
+
+--
 -- Name: record_worker_heartbeat(text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -2128,6 +3396,149 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.record_worker_heartbeat(worker_name text) IS 'Upserts a worker''s heartbeat.';
+
+--
+-- Name: refresh_conversion_attribution(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.refresh_conversion_attribution(site_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer := 0;
+  v_item record;
+begin
+  for v_item in
+    select s.*, q.id as queue_id
+      from app_public.offline_conversion_queue q
+      join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
+     where q.site_id = refresh_conversion_attribution.site_id and q.kind = 'conversion' and q.status = 'pending' and q.click_id is null
+       for update of q
+  loop
+    declare
+      v_attribution record;
+    begin
+      select * into v_attribution
+        from app_private.resolve_sale_attribution(v_item.site_id, v_item.session_id, v_item.visitor_id, v_item.call_id, v_item.gclid, v_item.occurred_at);
+      continue when v_attribution.click_id is null;
+      update app_public.sales s
+         set session_id = coalesce(s.session_id, v_attribution.attributed_session_id), attribution_tier = v_attribution.attribution_tier,
+             attribution_source = v_attribution.attribution_source, click_id = v_attribution.click_id, click_id_type = v_attribution.click_id_type
+       where s.site_id = v_item.site_id and s.id = v_item.id;
+      update app_public.offline_conversion_queue q
+         set click_id = v_attribution.click_id, click_id_type = v_attribution.click_id_type, retry_at = least(q.retry_at, pg_catalog.now())
+       where q.site_id = v_item.site_id and q.id = v_item.queue_id;
+      v_count := v_count + 1;
+    end;
+  end loop;
+  if v_count > 0 then
+    perform app_private.enqueue_upload(refresh_conversion_attribution.site_id, 'google');
+  end if;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION refresh_conversion_attribution(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid) IS 'Fills click ids that became known later into a site''s pending conversions; returns how many changed.';
+
+--
+-- Name: release_claimed_conversions(uuid, text, text, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  update app_public.offline_conversion_queue q
+     set status = 'pending', locked_by = null, locked_until = null, attempts = greatest(q.attempts - 1, 0),
+         last_error_code = release_claimed_conversions.code, last_error_message = release_claimed_conversions.message,
+         retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => release_claimed_conversions.retry_after_seconds)
+   where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker;
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) IS 'Returns a worker''s claimed rows to pending.';
+
+--
+-- Name: resolve_sale_attribution(uuid, uuid, text, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) RETURNS TABLE(attributed_session_id uuid, attribution_tier text, attribution_source text, click_id text, click_id_type text, session_visitor_id text)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_session app_public.sessions;
+  v_call app_public.calls;
+begin
+  if resolve_sale_attribution.session_id is not null then
+    select * into v_session from app_public.sessions s
+     where s.site_id = resolve_sale_attribution.site_id and s.id = resolve_sale_attribution.session_id
+     limit 1;
+  end if;
+  if v_session.id is null and resolve_sale_attribution.call_id is not null then
+    select * into v_call from app_public.calls c
+     where c.site_id = resolve_sale_attribution.site_id and c.id = resolve_sale_attribution.call_id;
+    if v_call.session_id is not null then
+      select * into v_session from app_public.sessions s
+       where s.site_id = resolve_sale_attribution.site_id and s.id = v_call.session_id
+       limit 1;
+    end if;
+  end if;
+  if v_session.id is null and v_call.id is null and resolve_sale_attribution.visitor_id is not null then
+    select * into v_session from app_public.sessions s
+     where s.site_id = resolve_sale_attribution.site_id and s.visitor_key = resolve_sale_attribution.visitor_id
+       and s.started_at <= resolve_sale_attribution.at and s.started_at > resolve_sale_attribution.at - interval '90 days'
+     order by s.started_at desc, s.first_event_id desc
+     limit 1;
+  end if;
+
+  if v_session.id is not null then
+    attributed_session_id := v_session.id;
+    attribution_tier := v_session.attribution_tier;
+    attribution_source := v_session.attribution_source;
+    session_visitor_id := v_session.visitor_id;
+    if v_session.attribution_tier = 'S1' then
+      click_id := v_session.click_id; click_id_type := v_session.click_id_type;
+    elsif v_session.attribution_tier = 'S3' then
+      click_id := v_session.assisting_click_id; click_id_type := v_session.assisting_click_id_type;
+    end if;
+  elsif v_call.id is not null and v_call.attribution_tier is not null then
+    attribution_tier := v_call.attribution_tier;
+    attribution_source := v_call.attribution_source;
+    click_id := v_call.click_id; click_id_type := v_call.click_id_type;
+  end if;
+  if click_id is null and resolve_sale_attribution.gclid is not null then
+    click_id := resolve_sale_attribution.gclid; click_id_type := 'gclid';
+    if attribution_tier is null then
+      attribution_tier := 'S1'; attribution_source := 'google_ads';
+    end if;
+  end if;
+  if click_id_type not in ('gclid', 'gbraid', 'wbraid') then
+    click_id := null; click_id_type := null;  -- msclkid and friends are not Google's
+  end if;
+  return next;
+end;
+$$;
+
+--
+-- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) IS 'The session, tier and Google click id a sale is attributed to, from its session, call, visitor or gclid.';
 
 --
 -- Name: retire_call_event_secret(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2213,6 +3624,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) IS 'Deterministic session id from the site and the session''s first event.';
+
+--
+-- Name: sites_with_due_conversions(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.sites_with_due_conversions(provider text) RETURNS SETOF uuid
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select distinct q.site_id from app_public.offline_conversion_queue q
+   where q.provider = sites_with_due_conversions.provider
+     and ((q.status = 'pending' and q.retry_at <= pg_catalog.now()) or (q.status = 'processing' and q.locked_until < pg_catalog.now()))
+     and exists (select 1 from app_public.destinations d where d.site_id = q.site_id and d.status = 'active');
+$$;
+
+--
+-- Name: FUNCTION sites_with_due_conversions(provider text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.sites_with_due_conversions(provider text) IS 'Sites whose conversions are due for upload.';
 
 --
 -- Name: take_quota(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2436,6 +3867,41 @@ $$;
 COMMENT ON FUNCTION app_private.valid_consent(consent jsonb) IS 'True for an object of Consent Mode v2 signals, each granted or denied.';
 
 --
+-- Name: withdraw_conversion(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.withdraw_conversion(site_id uuid, sale_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_row app_public.offline_conversion_queue;
+begin
+  select * into v_row from app_public.offline_conversion_queue q
+   where q.site_id = withdraw_conversion.site_id and q.sale_id = withdraw_conversion.sale_id and q.kind = 'conversion'
+     for update;
+  if v_row.status = 'pending' then
+    update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'SALE_UNDONE', last_error_message = 'The sale was undone before delivery.'
+     where q.site_id = v_row.site_id and q.id = v_row.id;
+  elsif v_row.status in ('processing', 'sent', 'accepted') then
+    insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, click_id, click_id_type, conversion_at, value, currency,
+                                                     ad_user_data, ad_personalization)
+    values (v_row.site_id, v_row.sale_id, 'retraction', v_row.order_id, v_row.click_id, v_row.click_id_type, v_row.conversion_at,
+            v_row.value, v_row.currency, v_row.ad_user_data, v_row.ad_personalization)
+    on conflict on constraint offline_conversion_queue_once do update set status = 'pending', retry_at = pg_catalog.now()
+      where offline_conversion_queue.status = 'cancelled';
+    perform app_private.enqueue_upload(v_row.site_id, v_row.provider);
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION withdraw_conversion(site_id uuid, sale_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.withdraw_conversion(site_id uuid, sale_id uuid) IS 'Cancels a sale''s undelivered conversion, or queues a retraction of a delivered one.';
+
+--
 -- Name: site_members; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -2571,6 +4037,35 @@ $$;
 COMMENT ON FUNCTION app_public.billing_reconciliation(site_id uuid, period date) IS 'Compares a site''s ledger (billable, non-billable), stored events and frozen snapshot for a month (admins, owners, DBAs) and names any drift.';
 
 --
+-- Name: confirm_sale_and_enqueue(uuid, text, numeric, text, timestamp with time zone, uuid, text, text, text, text, text, jsonb); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid DEFAULT NULL::uuid, visitor_id text DEFAULT NULL::text, call_id text DEFAULT NULL::text, gclid text DEFAULT NULL::text, email text DEFAULT NULL::text, phone text DEFAULT NULL::text, consent jsonb DEFAULT NULL::jsonb) RETURNS app_public.sales
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site app_public.sites;
+begin
+  perform app_private.assert_caller_role(confirm_sale_and_enqueue.site_id, 'editor', 'confirm_sale', 'sales', confirm_sale_and_enqueue.external_id);
+  select * into v_site from app_public.sites s where s.id = confirm_sale_and_enqueue.site_id;
+  if v_site.id is null then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  return app_private.record_sale(v_site, confirm_sale_and_enqueue.external_id, confirm_sale_and_enqueue.amount,
+    pg_catalog.upper(confirm_sale_and_enqueue.currency), confirm_sale_and_enqueue.occurred_at, confirm_sale_and_enqueue.session_id,
+    confirm_sale_and_enqueue.visitor_id, confirm_sale_and_enqueue.call_id, confirm_sale_and_enqueue.gclid,
+    confirm_sale_and_enqueue.email, confirm_sale_and_enqueue.phone, confirm_sale_and_enqueue.consent, null);
+end;
+$$;
+
+--
+-- Name: FUNCTION confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_id text, gclid text, email text, phone text, consent jsonb); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_id text, gclid text, email text, phone text, consent jsonb) IS 'Confirms a sale (editor or above) and, in the same transaction, queues its conversion for Google and the upload job. A repeated external_id is sale_exists and changes nothing. callId is our call id or the provider''s; email and phone are kept only as normalised SHA-256; consent (ad_user_data, ad_personalization) is the CRM''s own record, if it has one.';
+
+--
 -- Name: create_api_key(uuid, app_public.site_role, text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -2594,6 +4089,32 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.create_api_key(site_id uuid, role app_public.site_role, name text) IS 'Creates an API key for a site (admin or owner). The returned key is shown once.';
+
+--
+-- Name: create_destination(uuid, text, text, text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text DEFAULT NULL::text) RETURNS app_public.destinations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_destination app_public.destinations;
+begin
+  perform app_private.assert_caller_role(create_destination.site_id, 'admin', 'create', 'destinations', create_destination.customer_id);
+  insert into app_public.destinations (site_id, rail, customer_id, login_customer_id, conversion_action)
+  values (create_destination.site_id, create_destination.rail, pg_catalog.replace(create_destination.customer_id, '-', ''),
+          pg_catalog.replace(create_destination.login_customer_id, '-', ''), create_destination.conversion_action)
+  returning * into v_destination;
+  return v_destination;
+end;
+$$;
+
+--
+-- Name: FUNCTION create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text) IS 'Adds a delivery destination (admin or owner): rail datamanager or google_ads, Google Ads customer id, conversion action id. Set its credentials with setDestinationCredentials.';
 
 --
 -- Name: create_site(text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -2821,6 +4342,39 @@ $$;
 COMMENT ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) IS 'Freezes a site''s invoice for a month into an immutable snapshot with its ledger digest; returns the existing snapshot when already frozen.';
 
 --
+-- Name: junk_call(uuid, uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.junk_call(site_id uuid, call_id uuid) RETURNS app_public.call_actions
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_locked record;
+  v_action app_public.call_actions;
+begin
+  select * into v_locked from app_private.lock_call_for_action(junk_call.site_id, junk_call.call_id, 'junk');
+  if (v_locked.standing).id is not null then
+    raise exception using errcode = 'OMCAD', message = pg_catalog.format('The call is already %s; undo that first.',
+      case (v_locked.standing).action when 'seal' then 'sealed' else 'junked' end);
+  end if;
+  insert into app_public.conversations as c (site_id, channel, call_id, session_id, status)
+  values (junk_call.site_id, 'call', junk_call.call_id, (v_locked.call).session_id, 'junk')
+  on conflict on constraint conversations_call_key do update set status = 'junk';
+  insert into app_public.call_actions (site_id, call_id, action, actor_user_id, actor_api_key_id)
+  values (junk_call.site_id, junk_call.call_id, 'junk', app_hidden.current_user_id(), app_hidden.current_api_key_id())
+  returning * into v_action;
+  return v_action;
+end;
+$$;
+
+--
+-- Name: FUNCTION junk_call(site_id uuid, call_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.junk_call(site_id uuid, call_id uuid) IS 'Marks a call as spam or a wrong number (editor or above).';
+
+--
 -- Name: remove_site_member(uuid, uuid); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -2953,6 +4507,119 @@ $$;
 COMMENT ON FUNCTION app_public.revoke_api_key(api_key_id uuid) IS 'Revokes an API key at once (admin or owner). Revoking twice keeps the first time.';
 
 --
+-- Name: seal_call(uuid, uuid, numeric, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric DEFAULT NULL::numeric, currency text DEFAULT NULL::text) RETURNS app_public.call_actions
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_locked record;
+  v_site app_public.sites;
+  v_conversation app_public.conversations;
+  v_sale app_public.sales;
+  v_action app_public.call_actions;
+  v_action_id uuid := gen_random_uuid();
+begin
+  select * into v_locked from app_private.lock_call_for_action(seal_call.site_id, seal_call.call_id, 'seal');
+  if (v_locked.standing).id is not null then
+    raise exception using errcode = 'OMCAD', message = pg_catalog.format('The call is already %s; undo that first.',
+      case (v_locked.standing).action when 'seal' then 'sealed' else 'junked' end);
+  end if;
+  select * into v_site from app_public.sites s where s.id = seal_call.site_id;
+  insert into app_public.conversations as c (site_id, channel, call_id, session_id, status)
+  values (seal_call.site_id, 'call', seal_call.call_id, (v_locked.call).session_id, 'qualified')
+  on conflict on constraint conversations_call_key do update set status = 'qualified'
+  returning * into v_conversation;
+  -- The sale's external id is the action's: a call sealed again after an undo is a new sale.
+  v_sale := app_private.record_sale(v_site, 'call:' || v_action_id::text, coalesce(seal_call.value, 0),
+    pg_catalog.upper(coalesce(seal_call.currency, v_site.currency)), (v_locked.call).started_at,
+    null, null, seal_call.call_id::text, null, null, null, null, v_conversation.id);
+  insert into app_public.call_actions (site_id, id, call_id, action, value, currency, sale_id, actor_user_id, actor_api_key_id)
+  values (seal_call.site_id, v_action_id, seal_call.call_id, 'seal', seal_call.value, v_sale.currency, v_sale.id,
+          app_hidden.current_user_id(), app_hidden.current_api_key_id())
+  returning * into v_action;
+  return v_action;
+end;
+$$;
+
+--
+-- Name: FUNCTION seal_call(site_id uuid, call_id uuid, value numeric, currency text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) IS 'Marks a call a qualified lead (editor or above): its conversation and sale (value, default 0, in the site''s currency unless given) are recorded and the conversion queued for Google.';
+
+--
+-- Name: set_destination_status(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.set_destination_status(destination_id uuid, status text) RETURNS app_public.destinations
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_destination app_public.destinations;
+begin
+  select * into v_destination from app_public.destinations d where d.id = set_destination_status.destination_id;
+  perform app_private.assert_caller_role(v_destination.site_id, 'admin', 'set_status', 'destinations', set_destination_status.destination_id::text);
+  if set_destination_status.status not in ('active', 'paused') then
+    raise exception using errcode = 'OMDST', message = 'A destination can be set active or paused.';
+  end if;
+  update app_public.destinations d set status = set_destination_status.status, status_reason = null
+   where d.site_id = v_destination.site_id and d.id = v_destination.id
+  returning * into v_destination;
+  if v_destination.status = 'active' then
+    perform app_private.enqueue_upload(v_destination.site_id, 'google');
+  end if;
+  return v_destination;
+end;
+$$;
+
+--
+-- Name: FUNCTION set_destination_status(destination_id uuid, status text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.set_destination_status(destination_id uuid, status text) IS 'Pauses or resumes a destination (admin or owner).';
+
+--
+-- Name: undo_call_action(uuid, uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.undo_call_action(site_id uuid, call_id uuid) RETURNS app_public.call_actions
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_locked record;
+  v_action app_public.call_actions;
+begin
+  select * into v_locked from app_private.lock_call_for_action(undo_call_action.site_id, undo_call_action.call_id, 'undo');
+  if (v_locked.standing).id is null then
+    raise exception using errcode = 'OMNUN', message = 'The call has no seal or junk to undo.';
+  end if;
+  if (v_locked.standing).action = 'seal' and (v_locked.standing).sale_id is not null then
+    update app_public.sales s set status = 'cancelled'
+     where s.site_id = undo_call_action.site_id and s.id = (v_locked.standing).sale_id;
+    perform app_private.withdraw_conversion(undo_call_action.site_id, (v_locked.standing).sale_id);
+  end if;
+  update app_public.conversations c set status = 'open'
+   where c.site_id = undo_call_action.site_id and c.call_id = undo_call_action.call_id;
+  insert into app_public.call_actions (site_id, call_id, action, undoes_id, actor_user_id, actor_api_key_id)
+  values (undo_call_action.site_id, undo_call_action.call_id, 'undo', (v_locked.standing).id,
+          app_hidden.current_user_id(), app_hidden.current_api_key_id())
+  returning * into v_action;
+  return v_action;
+end;
+$$;
+
+--
+-- Name: FUNCTION undo_call_action(site_id uuid, call_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.undo_call_action(site_id uuid, call_id uuid) IS 'Reverts the call''s standing seal or junk (editor or above): an undelivered conversion is cancelled, a delivered one gets a retraction queued. nothing_to_undo when there is none.';
+
+--
 -- Name: update_current_user(text); Type: FUNCTION; Schema: app_public; Owner: -
 --
 
@@ -2975,6 +4642,27 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.update_current_user(display_name text) IS 'Changes the signed-in user''s display name.';
+
+--
+-- Name: update_offline_conversion_queue_attribution(uuid); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) RETURNS integer
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  perform app_private.assert_caller_role(update_offline_conversion_queue_attribution.site_id, 'editor', 'refresh_attribution',
+                                         'offline_conversion_queue', update_offline_conversion_queue_attribution.site_id::text);
+  return app_private.refresh_conversion_attribution(update_offline_conversion_queue_attribution.site_id);
+end;
+$$;
+
+--
+-- Name: FUNCTION update_offline_conversion_queue_attribution(site_id uuid); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) IS 'Fills Google click ids that became known after the sale into the site''s conversions not yet delivered (editor or above); returns how many changed. The uploader also does this before every upload.';
 
 --
 -- Name: update_site_settings(uuid, text, text, text[], text, bigint, integer, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -3141,6 +4829,44 @@ CREATE TABLE app_private.daily_salts (
 COMMENT ON TABLE app_private.daily_salts IS 'Daily salts for visitors without analytics consent and for client IPs. Deleted after 8 days, which makes old hashes unlinkable.';
 
 --
+-- Name: export_credentials; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.export_credentials (
+    site_id uuid NOT NULL,
+    username text NOT NULL,
+    password_sha256 bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: TABLE export_credentials; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.export_credentials IS 'Who may fetch a site''s conversion CSV (Google scheduled imports): username and hashed password.';
+
+--
+-- Name: provider_credentials; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.provider_credentials (
+    site_id uuid NOT NULL,
+    destination_id uuid NOT NULL,
+    key_id text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    nonce bytea NOT NULL,
+    ciphertext bytea NOT NULL,
+    auth_tag bytea NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: TABLE provider_credentials; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.provider_credentials IS 'Destinations'' OAuth refresh tokens, AES-256-GCM encrypted under a per-row data key that the VAULT_KEYS key key_id wraps. Ciphertext only.';
+
+--
 -- Name: quota_shards; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -3177,6 +4903,25 @@ CREATE UNLOGGED TABLE app_private.rate_counters (
 COMMENT ON TABLE app_private.rate_counters IS 'Requests per site, hashed client IP and minute, spread over slots so one busy client does not serialise the site. Unlogged: losing it in a crash only resets limits.';
 
 --
+-- Name: sale_identifiers; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.sale_identifiers (
+    site_id uuid NOT NULL,
+    sale_id uuid NOT NULL,
+    email_sha256 text,
+    phone_sha256 text,
+    CONSTRAINT sale_identifiers_email_hex CHECK ((email_sha256 ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT sale_identifiers_phone_hex CHECK ((phone_sha256 ~ '^[0-9a-f]{64}$'::text))
+);
+
+--
+-- Name: TABLE sale_identifiers; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.sale_identifiers IS 'SHA-256 of the normalised email and phone of a sale''s customer (Google''s rules); never in clear, never exposed.';
+
+--
 -- Name: site_salts; Type: TABLE; Schema: app_private; Owner: -
 --
 
@@ -3205,145 +4950,6 @@ CREATE TABLE app_private.worker_heartbeats (
 --
 
 COMMENT ON TABLE app_private.worker_heartbeats IS 'Last time each worker process completed a heartbeat job.';
-
---
--- Name: calls; Type: TABLE; Schema: app_public; Owner: -
---
-
-CREATE TABLE app_public.calls (
-    site_id uuid NOT NULL,
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    call_id text NOT NULL,
-    status text NOT NULL,
-    caller text,
-    tracking_number text,
-    started_at timestamp with time zone NOT NULL,
-    duration_s integer DEFAULT 0 NOT NULL,
-    visitor_id text,
-    session_id uuid,
-    gclid text,
-    attribution_tier text,
-    attribution_source text,
-    click_id text,
-    click_id_type text,
-    received_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT calls_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
-    CONSTRAINT calls_call_id_format CHECK ((call_id ~ '^[A-Za-z0-9_.:-]{1,200}$'::text)),
-    CONSTRAINT calls_caller_e164 CHECK ((caller ~ '^\+[1-9][0-9]{6,14}$'::text)),
-    CONSTRAINT calls_duration CHECK (((duration_s >= 0) AND (duration_s <= 86400))),
-    CONSTRAINT calls_status CHECK ((status = ANY (ARRAY['ringing'::text, 'answered'::text, 'missed'::text, 'ended'::text]))),
-    CONSTRAINT calls_tracking_number_e164 CHECK ((tracking_number ~ '^\+[1-9][0-9]{6,14}$'::text))
-);
-
---
--- Name: TABLE calls; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON TABLE app_public.calls IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
-Phone calls reported by the call-tracking provider, tied to the session that caused them.';
-
---
--- Name: COLUMN calls.site_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.site_id IS 'The site.';
-
---
--- Name: COLUMN calls.id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.id IS 'Our identifier.';
-
---
--- Name: COLUMN calls.call_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.call_id IS 'The provider''s identifier; repeated events with it update this call.';
-
---
--- Name: COLUMN calls.status; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.status IS 'ringing, then missed, or answered and ended; a late event never moves a call back.';
-
---
--- Name: COLUMN calls.caller; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.caller IS 'Caller number (E.164).';
-
---
--- Name: COLUMN calls.tracking_number; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.tracking_number IS 'The tracking number dialled (E.164).';
-
---
--- Name: COLUMN calls.started_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.started_at IS 'When the call started.';
-
---
--- Name: COLUMN calls.duration_s; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.duration_s IS 'Duration in seconds.';
-
---
--- Name: COLUMN calls.visitor_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.visitor_id IS 'The website visitor the provider linked, if any.';
-
---
--- Name: COLUMN calls.session_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.session_id IS 'The session the call was matched to.';
-
---
--- Name: COLUMN calls.gclid; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.gclid IS 'The Google click id the provider reported, if any.';
-
---
--- Name: COLUMN calls.attribution_tier; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.attribution_tier IS 'The matched session''s tier (S1 when only a gclid is known).';
-
---
--- Name: COLUMN calls.attribution_source; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.attribution_source IS 'The matched session''s attribution source.';
-
---
--- Name: COLUMN calls.click_id; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.click_id IS 'The click id to upload a conversion with: the session''s own (S1) or its assisting one (S3).';
-
---
--- Name: COLUMN calls.click_id_type; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.click_id_type IS 'gclid, gbraid or wbraid (or msclkid for S2).';
-
---
--- Name: COLUMN calls.received_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.received_at IS 'When we first heard of the call.';
-
---
--- Name: COLUMN calls.updated_at; Type: COMMENT; Schema: app_public; Owner: -
---
-
-COMMENT ON COLUMN app_public.calls.updated_at IS 'When the call last changed.';
 
 --
 -- Name: consents; Type: TABLE; Schema: app_public; Owner: -
@@ -3417,6 +5023,78 @@ COMMENT ON COLUMN app_public.consents.ad_user_data IS 'granted or denied.';
 --
 
 COMMENT ON COLUMN app_public.consents.ad_personalization IS 'granted or denied.';
+
+--
+-- Name: conversations; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.conversations (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    channel text NOT NULL,
+    call_id uuid,
+    session_id uuid,
+    status text DEFAULT 'open'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT conversations_channel CHECK ((channel = ANY (ARRAY['call'::text, 'form'::text, 'chat'::text]))),
+    CONSTRAINT conversations_status CHECK ((status = ANY (ARRAY['open'::text, 'qualified'::text, 'junk'::text])))
+);
+
+--
+-- Name: TABLE conversations; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.conversations IS '@behavior +aggregates +aggregates:filterBy +aggregates:orderBy
+A lead''s contact with the business: a call, a form or a chat. Calls get theirs when staff seal or junk them.';
+
+--
+-- Name: COLUMN conversations.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.site_id IS 'The site.';
+
+--
+-- Name: COLUMN conversations.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.id IS 'Identifier.';
+
+--
+-- Name: COLUMN conversations.channel; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.channel IS 'call, form or chat.';
+
+--
+-- Name: COLUMN conversations.call_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.call_id IS 'The call, for channel call.';
+
+--
+-- Name: COLUMN conversations.session_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.session_id IS 'The website session that led to it, when known.';
+
+--
+-- Name: COLUMN conversations.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.status IS 'open, qualified (a real lead) or junk (spam, wrong number).';
+
+--
+-- Name: COLUMN conversations.created_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.created_at IS 'When it was recorded.';
+
+--
+-- Name: COLUMN conversations.updated_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.conversations.updated_at IS 'When its status last changed.';
 
 --
 -- Name: events; Type: TABLE; Schema: app_public; Owner: -
@@ -3639,6 +5317,27 @@ ALTER TABLE ONLY app_private.daily_salts
     ADD CONSTRAINT daily_salts_pkey PRIMARY KEY (day);
 
 --
+-- Name: export_credentials export_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.export_credentials
+    ADD CONSTRAINT export_credentials_pkey PRIMARY KEY (site_id, username);
+
+--
+-- Name: export_credentials export_credentials_username_key; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.export_credentials
+    ADD CONSTRAINT export_credentials_username_key UNIQUE (username);
+
+--
+-- Name: provider_credentials provider_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.provider_credentials
+    ADD CONSTRAINT provider_credentials_pkey PRIMARY KEY (site_id, destination_id);
+
+--
 -- Name: quota_shards quota_shards_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -3651,6 +5350,13 @@ ALTER TABLE ONLY app_private.quota_shards
 
 ALTER TABLE ONLY app_private.rate_counters
     ADD CONSTRAINT rate_counters_pkey PRIMARY KEY (site_id, ip_hash, window_start, slot);
+
+--
+-- Name: sale_identifiers sale_identifiers_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.sale_identifiers
+    ADD CONSTRAINT sale_identifiers_pkey PRIMARY KEY (site_id, sale_id);
 
 --
 -- Name: site_salts site_salts_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -3688,6 +5394,26 @@ ALTER TABLE ONLY app_public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (site_id, seq);
 
 --
+-- Name: call_actions call_actions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: call_actions call_actions_undone_once; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_undone_once UNIQUE (site_id, undoes_id);
+
+--
+-- Name: CONSTRAINT call_actions_undone_once ON call_actions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON CONSTRAINT call_actions_undone_once ON app_public.call_actions IS '@behavior -single';
+
+--
 -- Name: calls calls_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3709,6 +5435,34 @@ ALTER TABLE ONLY app_public.consents
     ADD CONSTRAINT consents_pkey PRIMARY KEY (site_id, id);
 
 --
+-- Name: conversations conversations_call_key; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.conversations
+    ADD CONSTRAINT conversations_call_key UNIQUE (site_id, call_id);
+
+--
+-- Name: conversations conversations_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.conversations
+    ADD CONSTRAINT conversations_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: destinations destinations_id_key; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.destinations
+    ADD CONSTRAINT destinations_id_key UNIQUE (id);
+
+--
+-- Name: destinations destinations_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.destinations
+    ADD CONSTRAINT destinations_pkey PRIMARY KEY (site_id, id);
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3728,6 +5482,34 @@ ALTER TABLE ONLY app_public.ingest_idempotency
 
 ALTER TABLE ONLY app_public.invoice_snapshots
     ADD CONSTRAINT invoice_snapshots_pkey PRIMARY KEY (site_id, period);
+
+--
+-- Name: offline_conversion_queue offline_conversion_queue_once; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.offline_conversion_queue
+    ADD CONSTRAINT offline_conversion_queue_once UNIQUE (site_id, sale_id, provider, kind);
+
+--
+-- Name: offline_conversion_queue offline_conversion_queue_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.offline_conversion_queue
+    ADD CONSTRAINT offline_conversion_queue_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: sales sales_external_id_key; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sales
+    ADD CONSTRAINT sales_external_id_key UNIQUE (site_id, external_id);
+
+--
+-- Name: sales sales_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sales
+    ADD CONSTRAINT sales_pkey PRIMARY KEY (site_id, id);
 
 --
 -- Name: sessions sessions_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -3772,16 +5554,52 @@ ALTER TABLE ONLY app_public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 
 --
+-- Name: provider_credentials_key_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX provider_credentials_key_idx ON app_private.provider_credentials USING btree (key_id);
+
+--
+-- Name: sale_identifiers_email_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX sale_identifiers_email_idx ON app_private.sale_identifiers USING btree (site_id, email_sha256) WHERE (email_sha256 IS NOT NULL);
+
+--
+-- Name: sale_identifiers_phone_idx; Type: INDEX; Schema: app_private; Owner: -
+--
+
+CREATE INDEX sale_identifiers_phone_idx ON app_private.sale_identifiers USING btree (site_id, phone_sha256) WHERE (phone_sha256 IS NOT NULL);
+
+--
 -- Name: api_keys_created_by_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
 CREATE INDEX api_keys_created_by_idx ON app_public.api_keys USING btree (created_by);
 
 --
+-- Name: call_actions_call_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX call_actions_call_idx ON app_public.call_actions USING btree (site_id, call_id, created_at);
+
+--
 -- Name: consents_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
 CREATE INDEX consents_visitor_idx ON app_public.consents USING btree (site_id, visitor_hash, recorded_at DESC);
+
+--
+-- Name: conversations_session_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX conversations_session_idx ON app_public.conversations USING btree (site_id, session_id);
+
+--
+-- Name: destinations_one_live_per_site; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE UNIQUE INDEX destinations_one_live_per_site ON app_public.destinations USING btree (site_id) WHERE (status <> 'paused'::text);
 
 --
 -- Name: events_session_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -3794,6 +5612,42 @@ CREATE INDEX events_session_idx ON ONLY app_public.events USING btree (site_id, 
 --
 
 CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, visitor_key, occurred_at, id);
+
+--
+-- Name: offline_conversion_queue_due_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX offline_conversion_queue_due_idx ON app_public.offline_conversion_queue USING btree (provider, retry_at) WHERE (status = 'pending'::text);
+
+--
+-- Name: offline_conversion_queue_lease_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX offline_conversion_queue_lease_idx ON app_public.offline_conversion_queue USING btree (provider, locked_until) WHERE (status = 'processing'::text);
+
+--
+-- Name: offline_conversion_queue_sale_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX offline_conversion_queue_sale_idx ON app_public.offline_conversion_queue USING btree (site_id, sale_id);
+
+--
+-- Name: sales_call_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sales_call_idx ON app_public.sales USING btree (site_id, call_id);
+
+--
+-- Name: sales_conversation_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sales_conversation_idx ON app_public.sales USING btree (site_id, conversation_id);
+
+--
+-- Name: sales_session_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX sales_session_idx ON app_public.sales USING btree (site_id, session_id);
 
 --
 -- Name: sessions_click_id_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -3832,10 +5686,28 @@ CREATE INDEX sites_allowed_origins_idx ON app_public.sites USING gin (allowed_or
 CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_private.call_event_secrets FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'site_id', 'current_secret', 'previous_secret');
 
 --
+-- Name: export_credentials _500_audit; Type: TRIGGER; Schema: app_private; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_private.export_credentials FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'username', 'password_sha256');
+
+--
+-- Name: provider_credentials _500_audit; Type: TRIGGER; Schema: app_private; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_private.provider_credentials FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'destination_id', 'wrapped_key', 'nonce', 'ciphertext', 'auth_tag');
+
+--
 -- Name: audit_log _100_append_only; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
 CREATE TRIGGER _100_append_only BEFORE DELETE OR UPDATE ON app_public.audit_log FOR EACH ROW EXECUTE FUNCTION app_private.tg__refuse_change();
+
+--
+-- Name: call_actions _100_append_only; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_append_only BEFORE UPDATE ON app_public.call_actions FOR EACH ROW EXECUTE FUNCTION app_private.tg__refuse_change();
 
 --
 -- Name: audit_log _100_append_only_truncate; Type: TRIGGER; Schema: app_public; Owner: -
@@ -3854,6 +5726,24 @@ CREATE TRIGGER _100_immutable BEFORE DELETE OR UPDATE ON app_public.invoice_snap
 --
 
 CREATE TRIGGER _100_immutable_truncate BEFORE TRUNCATE ON app_public.invoice_snapshots FOR EACH STATEMENT EXECUTE FUNCTION app_private.tg__refuse_change();
+
+--
+-- Name: conversations _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.conversations FOR EACH ROW EXECUTE FUNCTION app_private.tg__touch_updated_at();
+
+--
+-- Name: destinations _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.destinations FOR EACH ROW EXECUTE FUNCTION app_private.tg__touch_updated_at();
+
+--
+-- Name: offline_conversion_queue _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.offline_conversion_queue FOR EACH ROW EXECUTE FUNCTION app_private.tg__touch_updated_at();
 
 --
 -- Name: sites _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
@@ -3886,10 +5776,34 @@ CREATE TRIGGER _210_issue_salt AFTER INSERT ON app_public.sites FOR EACH ROW EXE
 CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.api_keys FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-last_used_at');
 
 --
+-- Name: call_actions _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT ON app_public.call_actions FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id');
+
+--
+-- Name: conversations _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR UPDATE ON app_public.conversations FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-updated_at');
+
+--
+-- Name: destinations _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.destinations FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-updated_at');
+
+--
 -- Name: invoice_snapshots _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
 CREATE TRIGGER _500_audit AFTER INSERT ON app_public.invoice_snapshots FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'period');
+
+--
+-- Name: sales _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sales FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-visitor_id', '-gclid', '-click_id');
 
 --
 -- Name: site_members _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
@@ -3930,11 +5844,32 @@ ALTER TABLE ONLY app_private.call_event_secrets
     ADD CONSTRAINT call_event_secrets_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: export_credentials export_credentials_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.export_credentials
+    ADD CONSTRAINT export_credentials_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: provider_credentials provider_credentials_site_id_destination_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.provider_credentials
+    ADD CONSTRAINT provider_credentials_site_id_destination_id_fkey FOREIGN KEY (site_id, destination_id) REFERENCES app_public.destinations(site_id, id) ON DELETE CASCADE;
+
+--
 -- Name: quota_shards quota_shards_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
 --
 
 ALTER TABLE ONLY app_private.quota_shards
     ADD CONSTRAINT quota_shards_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: sale_identifiers sale_identifiers_site_id_sale_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.sale_identifiers
+    ADD CONSTRAINT sale_identifiers_site_id_sale_id_fkey FOREIGN KEY (site_id, sale_id) REFERENCES app_public.sales(site_id, id) ON DELETE CASCADE;
 
 --
 -- Name: site_salts site_salts_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -3958,6 +5893,41 @@ ALTER TABLE ONLY app_public.api_keys
     ADD CONSTRAINT api_keys_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: call_actions call_actions_call_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_call_fkey FOREIGN KEY (site_id, call_id) REFERENCES app_public.calls(site_id, id) ON DELETE CASCADE;
+
+--
+-- Name: call_actions call_actions_sale_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_sale_fkey FOREIGN KEY (site_id, sale_id) REFERENCES app_public.sales(site_id, id) ON DELETE SET NULL (sale_id);
+
+--
+-- Name: call_actions call_actions_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: call_actions call_actions_undoes_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.call_actions
+    ADD CONSTRAINT call_actions_undoes_fkey FOREIGN KEY (site_id, undoes_id) REFERENCES app_public.call_actions(site_id, id) ON DELETE CASCADE;
+
+--
+-- Name: CONSTRAINT call_actions_undoes_fkey ON call_actions; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON CONSTRAINT call_actions_undoes_fkey ON app_public.call_actions IS '@fieldName undoes
+@foreignFieldName undoneBy';
+
+--
 -- Name: calls calls_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
@@ -3972,11 +5942,67 @@ ALTER TABLE ONLY app_public.consents
     ADD CONSTRAINT consents_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: conversations conversations_call_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.conversations
+    ADD CONSTRAINT conversations_call_fkey FOREIGN KEY (site_id, call_id) REFERENCES app_public.calls(site_id, id) ON DELETE SET NULL (call_id);
+
+--
+-- Name: conversations conversations_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.conversations
+    ADD CONSTRAINT conversations_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: destinations destinations_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.destinations
+    ADD CONSTRAINT destinations_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
 -- Name: invoice_snapshots invoice_snapshots_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
 ALTER TABLE ONLY app_public.invoice_snapshots
     ADD CONSTRAINT invoice_snapshots_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE RESTRICT;
+
+--
+-- Name: offline_conversion_queue offline_conversion_queue_sale_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.offline_conversion_queue
+    ADD CONSTRAINT offline_conversion_queue_sale_fkey FOREIGN KEY (site_id, sale_id) REFERENCES app_public.sales(site_id, id) ON DELETE CASCADE;
+
+--
+-- Name: offline_conversion_queue offline_conversion_queue_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.offline_conversion_queue
+    ADD CONSTRAINT offline_conversion_queue_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: sales sales_call_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sales
+    ADD CONSTRAINT sales_call_fkey FOREIGN KEY (site_id, call_id) REFERENCES app_public.calls(site_id, id) ON DELETE SET NULL (call_id);
+
+--
+-- Name: sales sales_conversation_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sales
+    ADD CONSTRAINT sales_conversation_fkey FOREIGN KEY (site_id, conversation_id) REFERENCES app_public.conversations(site_id, id) ON DELETE SET NULL (conversation_id);
+
+--
+-- Name: sales sales_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.sales
+    ADD CONSTRAINT sales_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
 -- Name: site_members site_members_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -4023,6 +6049,18 @@ ALTER TABLE app_private.call_event_secrets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_private.daily_salts ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: export_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.export_credentials ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: provider_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.provider_credentials ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: quota_shards; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -4033,6 +6071,12 @@ ALTER TABLE app_private.quota_shards ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.rate_counters ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sale_identifiers; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.sale_identifiers ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: site_salts; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -4059,6 +6103,12 @@ ALTER TABLE app_public.api_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.audit_log ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: call_actions; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.call_actions ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: calls; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -4071,6 +6121,12 @@ ALTER TABLE app_public.calls ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_public.consents ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: conversations; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.conversations ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: site_members delete_admin; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -4081,6 +6137,12 @@ CREATE POLICY delete_admin ON app_public.site_members FOR DELETE USING (((site_i
 --
 
 CREATE POLICY delete_owner ON app_public.sites FOR DELETE USING ((id IN ( SELECT app_hidden.current_user_site_ids('owner'::app_public.site_role) AS current_user_site_ids)));
+
+--
+-- Name: destinations; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.destinations ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: events; Type: ROW SECURITY; Schema: app_public; Owner: -
@@ -4107,6 +6169,18 @@ CREATE POLICY insert_admin ON app_public.site_members FOR INSERT WITH CHECK (((s
 ALTER TABLE app_public.invoice_snapshots ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: offline_conversion_queue; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.offline_conversion_queue ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sales; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.sales ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: api_keys select_admin; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -4125,6 +6199,12 @@ CREATE POLICY select_admin ON app_public.audit_log FOR SELECT USING ((site_id IN
 CREATE POLICY select_admin ON app_public.invoice_snapshots FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
 
 --
+-- Name: call_actions select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.call_actions FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
 -- Name: calls select_member; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -4137,6 +6217,18 @@ CREATE POLICY select_member ON app_public.calls FOR SELECT USING ((site_id IN ( 
 CREATE POLICY select_member ON app_public.consents FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
 
 --
+-- Name: conversations select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.conversations FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: destinations select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.destinations FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
 -- Name: events select_member; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -4147,6 +6239,18 @@ CREATE POLICY select_member ON app_public.events FOR SELECT USING ((site_id IN (
 --
 
 CREATE POLICY select_member ON app_public.ingest_idempotency FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: offline_conversion_queue select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.offline_conversion_queue FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
+-- Name: sales select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.sales FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
 
 --
 -- Name: sessions select_member; Type: POLICY; Schema: app_public; Owner: -
@@ -4249,6 +6353,13 @@ REVOKE ALL ON FUNCTION app_hidden.classify_landing(url text, referrer text, site
 GRANT ALL ON FUNCTION app_hidden.classify_landing(url text, referrer text, site_domain text) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION currency_minor_units(code text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.currency_minor_units(code text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.currency_minor_units(code text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION current_api_key_id(); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -4284,6 +6395,13 @@ REVOKE ALL ON FUNCTION app_hidden.host_is_on(host text, domain text) FROM PUBLIC
 GRANT ALL ON FUNCTION app_hidden.host_is_on(host text, domain text) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION identifier_sha256(normalized text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.identifier_sha256(normalized text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.identifier_sha256(normalized text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION is_search_host(host text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -4303,6 +6421,20 @@ GRANT ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) TO opsmantik_visitor
 
 REVOKE ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION normalize_email(email text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.normalize_email(email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.normalize_email(email text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION normalize_phone(phone text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.normalize_phone(phone text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.normalize_phone(phone text) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION parse_timestamptz(value text); Type: ACL; Schema: app_hidden; Owner: -
@@ -4347,6 +6479,19 @@ REVOKE ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id 
 GRANT ALL ON FUNCTION app_hidden.starts_new_session(url text, session_click_id text, session_utm_source text, session_utm_campaign text) TO opsmantik_visitor;
 
 --
+-- Name: TABLE destinations; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.destinations TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.store_provider_credentials(destination_id uuid, key_id text, wrapped_key bytea, nonce bytea, ciphertext bytea, auth_tag bytea, last4 text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION url_host(url text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -4371,6 +6516,12 @@ REVOKE ALL ON FUNCTION app_private.append_audit(site_id uuid, action text, targe
 --
 
 REVOKE ALL ON FUNCTION app_private.assert_billing_access(site_id uuid, action text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION assert_caller_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.assert_caller_role(site_id uuid, min_role app_public.site_role, action text, target_table text, target_id text) FROM PUBLIC;
 
 --
 -- Name: TABLE audit_log; Type: ACL; Schema: app_public; Owner: -
@@ -4459,16 +6610,46 @@ GRANT UPDATE(currency) ON TABLE app_public.sites TO opsmantik_visitor;
 REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
 
 --
+-- Name: TABLE offline_conversion_queue; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.offline_conversion_queue TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) FROM PUBLIC;
 
 --
+-- Name: FUNCTION conversion_consent(site app_public.sites, visitor_id text, session_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.conversion_consent(site app_public.sites, visitor_id text, session_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION conversion_payloads(site_id uuid, ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION csv_field(value text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.csv_field(value text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION daily_salt(day date); Type: ACL; Schema: app_private; Owner: -
@@ -4489,6 +6670,24 @@ REVOKE ALL ON FUNCTION app_private.drop_expired_ledger_partitions(retention_days
 REVOKE ALL ON FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) FROM PUBLIC;
 
 --
+-- Name: TABLE sales; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.sales TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION enqueue_conversion(sale app_public.sales, consent jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.enqueue_conversion(sale app_public.sales, consent jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION enqueue_upload(site_id uuid, provider text, run_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.enqueue_upload(site_id uuid, provider text, run_at timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION ensure_quota_shards(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -4501,6 +6700,13 @@ REVOKE ALL ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, pe
 REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION export_credential_for(username text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.export_credential_for(username text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.export_credential_for(username text) TO opsmantik_authenticator;
+
+--
 -- Name: FUNCTION find_site(public_key text, origin text, global_origins text[], client_ip text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -4511,6 +6717,12 @@ REVOKE ALL ON FUNCTION app_private.find_site(public_key text, origin text, globa
 --
 
 REVOKE ALL ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION google_time(at timestamp with time zone, zone text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.google_time(at timestamp with time zone, zone text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION ingest_cleanup(); Type: ACL; Schema: app_private; Owner: -
@@ -4538,16 +6750,47 @@ REVOKE ALL ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.s
 REVOKE ALL ON FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) FROM PUBLIC;
 
 --
+-- Name: TABLE call_actions; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.call_actions TO opsmantik_visitor;
+
+--
+-- Name: TABLE calls; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.calls TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions) FROM PUBLIC;
+
+--
 -- Name: FUNCTION maintain_partitions(); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.maintain_partitions() FROM PUBLIC;
 
 --
+-- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION new_call_event_secret(); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.new_call_event_secret() FROM PUBLIC;
+
+--
+-- Name: FUNCTION oci_export_lines(site_id uuid, conversion_name text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.oci_export_lines(site_id uuid, conversion_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.oci_export_lines(site_id uuid, conversion_name text) TO opsmantik_authenticator;
 
 --
 -- Name: TABLE sessions; Type: ACL; Schema: app_public; Owner: -
@@ -4619,10 +6862,40 @@ GRANT ALL ON FUNCTION app_private.record_consent(public_key text, visitor_id tex
 REVOKE ALL ON FUNCTION app_private.record_denied_attempt(detail jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_sale(site app_public.sites, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_ref text, gclid text, email text, phone text, consent jsonb, conversation_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_sale(site app_public.sites, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_ref text, gclid text, email text, phone text, consent jsonb, conversation_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION record_worker_heartbeat(worker_name text); Type: ACL; Schema: app_private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_private.record_worker_heartbeat(worker_name text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION refresh_conversion_attribution(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION retire_call_event_secret(site_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -4647,6 +6920,12 @@ REVOKE ALL ON FUNCTION app_private.secure_partitions() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sites_with_due_conversions(provider text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.sites_with_due_conversions(provider text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION take_quota(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
@@ -4697,6 +6976,12 @@ REVOKE ALL ON FUNCTION app_private.tg_sites__issue_salt() FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.valid_consent(consent jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION withdraw_conversion(site_id uuid, sale_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.withdraw_conversion(site_id uuid, sale_id uuid) FROM PUBLIC;
+
+--
 -- Name: TABLE site_members; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -4735,11 +7020,25 @@ REVOKE ALL ON FUNCTION app_public.billing_reconciliation(site_id uuid, period da
 GRANT ALL ON FUNCTION app_public.billing_reconciliation(site_id uuid, period date) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_id text, gclid text, email text, phone text, consent jsonb); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_id text, gclid text, email text, phone text, consent jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.confirm_sale_and_enqueue(site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamp with time zone, session_id uuid, visitor_id text, call_id text, gclid text, email text, phone text, consent jsonb) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION create_api_key(site_id uuid, role app_public.site_role, name text); Type: ACL; Schema: app_public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_public.create_api_key(site_id uuid, role app_public.site_role, name text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.create_api_key(site_id uuid, role app_public.site_role, name text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.create_destination(site_id uuid, rail text, customer_id text, conversion_action text, login_customer_id text) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION create_site(name text, domain text); Type: ACL; Schema: app_public; Owner: -
@@ -4788,6 +7087,13 @@ REVOKE ALL ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) FROM
 GRANT ALL ON FUNCTION app_public.freeze_invoice(site_id uuid, period date) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION junk_call(site_id uuid, call_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.junk_call(site_id uuid, call_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.junk_call(site_id uuid, call_id uuid) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION remove_site_member(site_id uuid, user_id uuid); Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -4808,11 +7114,39 @@ REVOKE ALL ON FUNCTION app_public.revoke_api_key(api_key_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.revoke_api_key(api_key_id uuid) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION seal_call(site_id uuid, call_id uuid, value numeric, currency text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION set_destination_status(destination_id uuid, status text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.set_destination_status(destination_id uuid, status text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.set_destination_status(destination_id uuid, status text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION undo_call_action(site_id uuid, call_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.undo_call_action(site_id uuid, call_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.undo_call_action(site_id uuid, call_id uuid) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION update_current_user(display_name text); Type: ACL; Schema: app_public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app_public.update_current_user(display_name text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.update_current_user(display_name text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION update_offline_conversion_queue_attribution(site_id uuid); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION update_site_settings(site_id uuid, name text, domain text, allowed_origins text[], consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, timezone text, currency text); Type: ACL; Schema: app_public; Owner: -
@@ -4829,16 +7163,16 @@ REVOKE ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.verify_audit_chain(site_id uuid) TO opsmantik_visitor;
 
 --
--- Name: TABLE calls; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.calls TO opsmantik_visitor;
-
---
 -- Name: TABLE consents; Type: ACL; Schema: app_public; Owner: -
 --
 
 GRANT SELECT ON TABLE app_public.consents TO opsmantik_visitor;
+
+--
+-- Name: TABLE conversations; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.conversations TO opsmantik_visitor;
 
 --
 -- Name: TABLE events; Type: ACL; Schema: app_public; Owner: -
