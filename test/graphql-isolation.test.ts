@@ -22,6 +22,12 @@ interface Tenant {
   users: Record<Role, { id: string; email: string }>;
   keys: { role: string; id: string; key: string }[];
   visitor: string;
+  /** Our id of the tenant's call (sealed in the fixture). */
+  callRowId: string;
+  /** The external id of the sale its CRM confirmed. */
+  saleExternalId: string;
+  /** The Google Ads customer id of its destination. */
+  customerId: string;
 }
 
 async function createTenant(label: string): Promise<Tenant> {
@@ -63,7 +69,25 @@ async function createTenant(label: string): Promise<Tenant> {
     await client.query(
       `insert into app_public.invoice_snapshots (site_id, period, billable_events, non_billable_events, ledger_digest, frozen_by)
        values ($1, '2026-01-01', 0, 0, encode(digest('', 'sha256'), 'hex'), 'test')`, [site.id]);
-    return { label, siteId: site.id, publicKey: site.publicKey, name, users, keys, visitor };
+    // Revenue: a sale a CRM confirmed for the visitor (with its queued conversion), the call
+    // sealed by staff (call action, conversation, a second sale and conversion), and a
+    // destination for the uploads. Written by the owner's own session, like the worker.
+    const saleExternalId = `CRM-${label}`;
+    await client.query(
+      `select app_public.confirm_sale_and_enqueue($1, $2, 1250.00, 'TRY', now(), visitor_id => $3, email => $4, phone => '+905551112233')`,
+      [site.id, saleExternalId, visitor, users.owner.email]);
+    const { rows: [{ id: callRowId }] } = await client.query("select id from app_public.calls where site_id = $1", [site.id]);
+    await client.query("select app_public.seal_call($1, $2, 300)", [site.id, callRowId]);
+    const customerId = label === "Alpha" ? "1111111111" : "2222222222";
+    await client.query("select app_public.create_destination($1, 'datamanager', $2, '123456')", [site.id, customerId]);
+    const { rows: [counts] } = await client.query(
+      `select (select count(*) from app_public.sales where site_id = $1)::int as sales,
+              (select count(*) from app_public.offline_conversion_queue where site_id = $1)::int as queue,
+              (select count(*) from app_public.conversations where site_id = $1)::int as conversations,
+              (select count(*) from app_public.call_actions where site_id = $1)::int as actions,
+              (select count(*) from app_public.destinations where site_id = $1)::int as destinations`, [site.id]);
+    expect(counts).toEqual({ sales: 2, queue: 2, conversations: 1, actions: 1, destinations: 1 });
+    return { label, siteId: site.id, publicKey: site.publicKey, name, users, keys, visitor, callRowId, saleExternalId, customerId };
   } finally {
     client.release();
   }
@@ -203,15 +227,23 @@ class SchemaWalker {
       }
 
       if (target.kind === "INTERFACE" && target.name === "Node") {
-        // Each type's fields under aliases of their own: two types may share a field name with
-        // different nullability (String vs String!), which GraphQL refuses to merge.
-        const fragments = this.tableTypes().map((t) => `... on ${t} { ${this.rowSelection(t, `${t}__`)} }`).join(" ");
-        const all = Object.values(recordsOfB).flat();
-        const aliases = all.map((r, i) => `n${i}: ${field.name}(id: ${JSON.stringify(r.id)}) { __typename ${fragments} }`);
-        // In groups, so no document exceeds the server's request-size limit.
-        for (let i = 0; i < aliases.length; i += 8) {
-          probes.push({ field: field.name, nodeType: "Node", kind: "node", document: `{ ${aliases.slice(i, i + 8).join("\n")} }` });
+        // A node id names its type, so each id is asked with the fields of the type it names
+        // (all of them, and one level of related rows): asking for every table type's fields
+        // on every id made each document tens of kB and the walk slow without probing more.
+        const all = Object.entries(recordsOfB).flatMap(([type, records]) => records.map((r) => ({ type, id: r.id })));
+        const aliases = all.map((r, i) =>
+          `n${i}: ${field.name}(id: ${JSON.stringify(r.id)}) { __typename ... on ${r.type} { ${this.rowSelection(r.type)} } }`);
+        // In groups, so no document exceeds the server's request-size limit (100 kB).
+        let group: string[] = [];
+        const flush = () => {
+          if (group.length) probes.push({ field: field.name, nodeType: "Node", kind: "node", document: `{ ${group.join("\n")} }` });
+          group = [];
+        };
+        for (const alias of aliases) {
+          if (group.length && [...group, alias].join("\n").length > 80_000) flush();
+          group.push(alias);
         }
+        flush();
         continue;
       }
 
@@ -299,6 +331,11 @@ beforeAll(async () => {
     allConsents { nodes { id rowId siteId } }
     allInvoiceSnapshots { nodes { id siteId period } }
     allCalls { nodes { id rowId siteId callId } }
+    allConversations { nodes { id rowId siteId callId } }
+    allCallActions { nodes { id rowId siteId } }
+    allSales { nodes { id rowId siteId externalId } }
+    allOfflineConversionQueues { nodes { id rowId siteId saleId provider kind } }
+    allDestinations { nodes { id rowId siteId customerId } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
@@ -314,8 +351,17 @@ beforeAll(async () => {
     Consent: d.allConsents.nodes,
     InvoiceSnapshot: d.allInvoiceSnapshots.nodes.filter((n: any) => n.siteId === B.siteId),
     Call: d.allCalls.nodes.filter((n: any) => n.siteId === B.siteId),
+    Conversation: d.allConversations.nodes.filter((n: any) => n.siteId === B.siteId),
+    CallAction: d.allCallActions.nodes.filter((n: any) => n.siteId === B.siteId),
+    Sale: d.allSales.nodes.filter((n: any) => n.siteId === B.siteId),
+    OfflineConversionQueue: d.allOfflineConversionQueues.nodes.filter((n: any) => n.siteId === B.siteId),
+    Destination: d.allDestinations.nodes.filter((n: any) => n.siteId === B.siteId),
   };
   expect(recordsOfB.Call).toHaveLength(1);
+  // B's owner sees B's revenue rows: the CRM's sale and the sealed call's, their conversions, one action and conversation.
+  expect([recordsOfB.Sale.length, recordsOfB.OfflineConversionQueue.length, recordsOfB.CallAction.length,
+    recordsOfB.Conversation.length, recordsOfB.Destination.length]).toEqual([2, 2, 1, 1, 1]);
+  expect(recordsOfB.Conversation[0].callId).toBe(B.callRowId);
   expect(recordsOfB.InvoiceSnapshot).toHaveLength(1);
   // B's owner sees B's tracker rows (one session of two events, their ledger rows, a consent).
   expect([recordsOfB.Session.length, recordsOfB.Event.length, recordsOfB.IngestIdempotency.length, recordsOfB.Consent.length])
@@ -342,6 +388,9 @@ beforeAll(async () => {
     ...Object.values(recordsOfB).flat().map((r) => r.id),
     ...recordsOfB.Session.map((r) => r.rowId), ...recordsOfB.Event.map((r) => r.rowId),
     B.visitor, "landing-Bravo", "Bravo-click", "call-Bravo", ...recordsOfB.Call.map((r) => r.rowId),
+    B.saleExternalId, B.customerId,
+    ...[recordsOfB.Sale, recordsOfB.OfflineConversionQueue, recordsOfB.CallAction, recordsOfB.Conversation, recordsOfB.Destination]
+      .flat().map((r) => r.rowId),
   ];
 });
 
@@ -417,7 +466,14 @@ describe("writing across tenants", () => {
     const { rows } = await getRootPool().query(
       `select (select to_jsonb(s) from app_public.sites s where s.id = $1) as site,
               (select jsonb_agg(to_jsonb(m) order by m.user_id) from app_public.site_members m where m.site_id = $1) as members,
-              (select jsonb_agg(to_jsonb(k) - 'last_used_at' order by k.id) from app_public.api_keys k where k.site_id = $1) as keys`,
+              (select jsonb_agg(to_jsonb(k) - 'last_used_at' order by k.id) from app_public.api_keys k where k.site_id = $1) as keys,
+              (select jsonb_agg(to_jsonb(x) order by x.id) from app_public.sales x where x.site_id = $1) as sales,
+              (select jsonb_agg(to_jsonb(x) order by x.id) from app_public.offline_conversion_queue x where x.site_id = $1) as queue,
+              (select jsonb_agg(to_jsonb(x) order by x.id) from app_public.conversations x where x.site_id = $1) as conversations,
+              (select jsonb_agg(to_jsonb(x) order by x.id) from app_public.call_actions x where x.site_id = $1) as call_actions,
+              (select jsonb_agg(to_jsonb(x) order by x.id) from app_public.destinations x where x.site_id = $1) as destinations,
+              (select jsonb_agg(jsonb_build_object('revision', j.revision, 'run_at', j.run_at) order by j.id) from graphile_worker.jobs j
+                where j.key like '%' || $1) as jobs`,
       [B.siteId]);
     return rows[0];
   }
@@ -442,6 +498,20 @@ describe("writing across tenants", () => {
       () => ({ s: B.siteId }), "sites", () => B.siteId],
     ["verifyAuditChain", "query($s: UUID!) { verifyAuditChain(siteId: $s) { ok checkedRows } }",
       () => ({ s: B.siteId }), "audit_log", () => null],
+    ["sealCall", "mutation($s: UUID!, $c: UUID!) { sealCall(input: {siteId: $s, callId: $c, value: \"1\"}) { result { rowId } } }",
+      () => ({ s: B.siteId, c: B.callRowId }), "calls", () => B.callRowId],
+    ["junkCall", "mutation($s: UUID!, $c: UUID!) { junkCall(input: {siteId: $s, callId: $c}) { result { rowId } } }",
+      () => ({ s: B.siteId, c: B.callRowId }), "calls", () => B.callRowId],
+    ["undoCallAction", "mutation($s: UUID!, $c: UUID!) { undoCallAction(input: {siteId: $s, callId: $c}) { result { rowId } } }",
+      () => ({ s: B.siteId, c: B.callRowId }), "calls", () => B.callRowId],
+    ["confirmSaleAndEnqueue", `mutation($s: UUID!, $t: Datetime!) { confirmSaleAndEnqueue(input: {siteId: $s, externalId: "CRM-taken-over",
+        amount: "1", currency: "TRY", occurredAt: $t}) { result { rowId } } }`,
+      () => ({ s: B.siteId, t: new Date().toISOString() }), "sales", () => "CRM-taken-over"],
+    ["updateOfflineConversionQueueAttribution",
+      "mutation($s: UUID!) { updateOfflineConversionQueueAttribution(input: {siteId: $s}) { result } }",
+      () => ({ s: B.siteId }), "offline_conversion_queue", () => B.siteId],
+    ["createDestination", "mutation($s: UUID!) { createDestination(input: {siteId: $s, rail: \"google_ads\", customerId: \"3333333333\", conversionAction: \"9\"}) { result { rowId } } }",
+      () => ({ s: B.siteId }), "destinations", () => "3333333333"],
   ];
 
   test.each(attempts)("%s on B's rows by A's owner is forbidden, changes nothing and is audited in B", async (field, document, variables, targetTable, targetId) => {

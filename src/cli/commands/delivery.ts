@@ -21,7 +21,7 @@ async function readStdin(): Promise<string> {
 export const destinationCreate: Command = {
   words: ["destination", "create"],
   summary: "Add a site's Google destination; the OAuth refresh token is read from standard input and stored encrypted.",
-  usage: "echo \"$REFRESH_TOKEN\" | npx opsmantik destination create --site ID --rail datamanager|google_ads --customer-id C [--login-customer-id L] --conversion-action A [--json]",
+  usage: "npx opsmantik destination create --site ID --rail datamanager|google_ads --customer-id C [--login-customer-id L] --conversion-action A [--json] < refresh-token-file",
   options: { site: { type: "string" }, rail: { type: "string" }, "customer-id": { type: "string" }, "login-customer-id": { type: "string" },
     "conversion-action": { type: "string" } },
   async run(values) {
@@ -96,7 +96,7 @@ export const exportCredentialRevoke: Command = {
 export const vaultRotate: Command = {
   words: ["vault", "rotate"],
   summary: "Re-wrap every stored credential under the first VAULT_KEYS key (online, row by row).",
-  usage: "VAULT_KEYS=new:…,old:… npx opsmantik vault rotate [--json]",
+  usage: "npx opsmantik vault rotate [--json]   (with VAULT_KEYS=new:…,old:…)",
   options: {},
   async run(_values, io) {
     const config = readConfig();
