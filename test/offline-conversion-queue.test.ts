@@ -103,7 +103,7 @@ async function dbNow(db: Queryable): Promise<number> {
 const committedSites: string[] = [];
 async function committedSite(): Promise<TrackedSite> {
   const pool = getRootPool();
-  const owner = await createUser(pool);
+  const owner = await createUser(pool as never);
   const site = await createTrackedSite(pool, owner);
   committedSites.push(site.id);
   return site;
