@@ -62,6 +62,7 @@ interface Outcome {
   code?: string;
   message?: string;
   retry_after_seconds?: number;
+  request_id?: string;
 }
 
 function toConversion(row: PayloadRow): Conversion {
@@ -84,7 +85,7 @@ function outcomesOf(rail: Rail, ids: string[], batch: BatchOutcome): Outcome[] {
   if (batch.kind === "reauth") throw new Error("reauth outcomes are handled by the caller");
   return batch.rows.map((row: RowOutcome, index): Outcome => {
     const id = ids[index];
-    if (row.kind === "accepted") return { id, kind: rail === "datamanager" && !row.code ? "sent" : "accepted", code: row.code };
+    if (row.kind === "accepted") return { id, kind: rail === "datamanager" && !row.code ? "sent" : "accepted", code: row.code, request_id: row.requestId };
     if (row.kind === "retry") return { id, kind: "retry", code: row.code, retry_after_seconds: row.retryAfterSeconds };
     return { id, kind: "failed", code: row.code, message: row.message };
   });

@@ -202,9 +202,10 @@ export class DataManagerRail implements RailClient {
       // More bad rows than we isolate per upload: the rest go again in a later batch.
       return { kind: "retry", code: "INVALID_ARGUMENT_NOT_ISOLATED", retryAfterSeconds: LONG_RETRY_SECONDS };
     }
-    const error = await this.send(upload, indices);
+    const { error, requestId } = await this.send(upload, indices);
     if (!error) {
-      for (const index of indices) upload.outcomes[index] = { kind: "accepted" };
+      // Each row keeps the id of the request that carried it: its processing status is that request's.
+      for (const index of indices) upload.outcomes[index] = requestId ? { kind: "accepted", requestId } : { kind: "accepted" };
       upload.decidedByGoogle += indices.length;
       return undefined;
     }
@@ -222,17 +223,17 @@ export class DataManagerRail implements RailClient {
   }
 
   /** One IngestEvents request; on UNAUTHENTICATED the token is renewed and the request repeated, once per upload. */
-  private async send(upload: Upload, indices: number[]): Promise<RpcError | undefined> {
+  private async send(upload: Upload, indices: number[]): Promise<{ error?: RpcError; requestId?: string }> {
     const request = buildRequest(upload.destination, indices.map((index) => upload.conversions[index]));
     for (;;) {
       upload.requestsLeft--;
       try {
         const [response] = await this.client.ingestEvents(request, this.callOptions(upload.token));
         upload.requestId ??= response.requestId || undefined;
-        return undefined;
+        return { requestId: response.requestId || undefined };
       } catch (caught) {
         const error = rpcError(caught);
-        if (error.code !== Status.UNAUTHENTICATED || upload.renewed) return error;
+        if (error.code !== Status.UNAUTHENTICATED || upload.renewed) return { error };
         // Our cached token may have been revoked or expired early: fetch a fresh one and try again.
         upload.renewed = true;
         this.accessTokens.forget(upload.destination.refreshToken);

@@ -62,8 +62,8 @@ export interface GoogleSettings {
 }
 
 export type RowOutcome =
-  /** Google took it (or already had it: *_ALREADY_EXISTS, ORDER_ID_ALREADY_IN_USE). */
-  | { kind: "accepted"; code?: string }
+  /** Google took it (or already had it: *_ALREADY_EXISTS, ORDER_ID_ALREADY_IN_USE); requestId: the request that carried it, when Google names one. */
+  | { kind: "accepted"; code?: string; requestId?: string }
   /** Try again after the delay (TOO_RECENT_*, transient, quota). */
   | { kind: "retry"; code: string; retryAfterSeconds: number }
   /** Final: Google will never accept this row as it is. */

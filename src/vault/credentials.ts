@@ -4,7 +4,7 @@
  * rotating are for the owner's connections only (the worker and the CLI).
  */
 import type pg from "pg";
-import { credentialContext, lastFour, SealedSecret, Vault } from "./vault";
+import { credentialContext, lastFour, SealedSecret, Vault, VaultError } from "./vault";
 
 const REFRESH_TOKEN = /^[\x21-\x7e]{8,2048}$/;
 
@@ -47,12 +47,15 @@ export async function readRefreshToken(owner: pg.Pool | pg.ClientBase, vault: Va
 
 /**
  * Re-wraps every credential not under the active key, one row per short transaction (each row
- * locked, re-read and re-checked), so readers never see a half-rotated row and there is no downtime.
+ * locked, re-read and re-checked), so readers never see a half-rotated row and there is no
+ * downtime. A row that cannot be opened (its key is missing from VAULT_KEYS, or it was tampered
+ * with) is reported and skipped: the others still rotate.
  */
 export async function rotateVault(owner: pg.Pool, vault: Vault, onProgress: (done: number, total: number) => void = () => {}) {
   const { rows: stale } = await owner.query<{ destination_id: string }>(
     "select destination_id from app_private.provider_credentials where key_id <> $1 order by destination_id", [vault.activeKeyId]);
   let rotated = 0;
+  const failed: { destinationId: string; reason: string }[] = [];
   for (const { destination_id: destinationId } of stale) {
     const client = await owner.connect();
     try {
@@ -69,13 +72,14 @@ export async function rotateVault(owner: pg.Pool, vault: Vault, onProgress: (don
       await client.query("commit");
     } catch (error) {
       await client.query("rollback").catch(() => {});
-      throw error;
+      if (!(error instanceof VaultError)) throw error;
+      failed.push({ destinationId, reason: error.message });
     } finally {
       client.release();
     }
-    onProgress(rotated, stale.length);
+    onProgress(rotated + failed.length, stale.length);
   }
   const { rows: [left] } = await owner.query<{ n: string }>(
     "select count(*) as n from app_private.provider_credentials where key_id <> $1", [vault.activeKeyId]);
-  return { rotated, remaining: Number(left.n), activeKeyId: vault.activeKeyId };
+  return { rotated, failed, remaining: Number(left.n), activeKeyId: vault.activeKeyId };
 }

@@ -106,6 +106,11 @@ export const vaultRotate: Command = {
       const result = await rotateVault(pool, new Vault(config.vaultKeys), (done, total) => {
         if (done % 100 === 0 || done === total) io.log(`re-wrapped ${done}/${total}`);
       });
+      if (result.failed.length > 0) {
+        for (const failure of result.failed) io.log(`destination ${failure.destinationId}: ${failure.reason}`);
+        throw new CommandError("rotation_incomplete",
+          `${result.rotated} credentials re-wrapped; ${result.failed.length} could not be opened (listed above) and stay under their old key`);
+      }
       return {
         json: { active_key_id: result.activeKeyId, rotated: result.rotated, remaining: result.remaining },
         text: [`${result.rotated} credentials re-wrapped under key "${result.activeKeyId}"; ${result.remaining} left under other keys`,
