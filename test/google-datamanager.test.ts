@@ -72,7 +72,7 @@ test("a batch Google accepts: every field arrives as the protos define it", asyn
   ];
   const outcome = await rail.uploadConversions(dest, rows);
 
-  expect(outcome).toEqual({ kind: "rows", rows: [{ kind: "accepted" }, { kind: "accepted" }, { kind: "accepted" }], requestId: expect.any(String) });
+  expect(outcome).toEqual({ kind: "rows", rows: [{ kind: "accepted", requestId: expect.any(String) }, { kind: "accepted", requestId: expect.any(String) }, { kind: "accepted", requestId: expect.any(String) }], requestId: expect.any(String) });
   expect(google.requests).toHaveLength(1);
   const [request] = google.requests;
   expect(request.destinations).toEqual([{
@@ -180,7 +180,7 @@ test("a transient failure while isolating a bad row keeps what was accepted and 
   const outcome = await rail.uploadConversions(destination(), batch(10));
   expect(outcome).toEqual({
     kind: "rows",
-    rows: [...Array(5).fill({ kind: "accepted" }), ...Array(5).fill({ kind: "retry", code: "UNAVAILABLE", retryAfterSeconds: 60 })],
+    rows: [...Array(5).fill({ kind: "accepted", requestId: expect.any(String) }), ...Array(5).fill({ kind: "retry", code: "UNAVAILABLE", retryAfterSeconds: 60 })],
     requestId: expect.any(String),
   });
 });
@@ -271,7 +271,7 @@ test("rows that fail local checks are never sent", async () => {
 
   if (outcome.kind !== "rows") throw new Error(`expected rows, got ${outcome.kind}`);
   expect(outcome.rows.slice(0, -1).map((row) => row.kind === "failed" && row.code)).toEqual(invalid.map(([, code]) => code));
-  expect(outcome.rows.at(-1)).toEqual({ kind: "accepted" });
+  expect(outcome.rows.at(-1)).toEqual({ kind: "accepted", requestId: expect.any(String) });
   expect(transactionIds(google.requests)).toEqual(["order-99"]);
 
   // A batch with nothing valid makes no request at all, not even for a token.

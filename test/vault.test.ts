@@ -377,7 +377,7 @@ describe("destination credentials in the database, through GraphQL", () => {
     const rotating = new Vault([k2, { id: "test1", key: testKey.key }]);
     const progress: [number, number][] = [];
     const result = await rotateVault(owner, rotating, (done, total) => progress.push([done, total]));
-    expect(result).toEqual({ rotated: stale, remaining: 0, activeKeyId: "k2" });
+    expect(result).toEqual({ rotated: stale, failed: [], remaining: 0, activeKeyId: "k2" });
     expect(progress).toHaveLength(stale);
     expect(progress[progress.length - 1]).toEqual([stale, stale]);
 
@@ -413,6 +413,6 @@ describe("destination credentials in the database, through GraphQL", () => {
     for (const token of tokens.values()) expectNoTrace(everything, token);
 
     // A second run has nothing left to do.
-    expect(await rotateVault(owner, rotating)).toEqual({ rotated: 0, remaining: 0, activeKeyId: "k2" });
+    expect(await rotateVault(owner, rotating)).toEqual({ rotated: 0, failed: [], remaining: 0, activeKeyId: "k2" });
   });
 });
