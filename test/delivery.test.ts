@@ -218,6 +218,11 @@ describe("Google Ads API rail", () => {
       expect(row.sent_at).not.toBeNull();
     }
 
+    // The destination's totals say what happened: three accepted, nothing else.
+    const { rows: [totals] } = await getRootPool().query(
+      "select (app_public.destinations_conversion_totals(d)).* from app_public.destinations d where d.id = $1", [site.destinationId]);
+    expect(totals).toEqual({ pending: 0, processing: 0, sent: 0, accepted: 3, failed: 0, cancelled: 0, retractions: 0 });
+
     expect(ads.requests).toHaveLength(1);
     const [{ method, request, metadata }] = ads.requests;
     expect(method).toBe("UploadClickConversions");
@@ -519,6 +524,25 @@ describe("Google Ads API rail", () => {
 // Data Manager API rail
 
 describe("Data Manager API rail", () => {
+  test("external ids no rail would take (spaces, non-ASCII, over 64 characters) go as a stable om-<digest> order id; plain ones go as they are", async () => {
+    const site = await createDeliverySite("datamanager");
+    const plain = await confirmSale(site.id, { externalId: "CRM-42", gclid: "Cj0KCQ-plain" });
+    const spaced = await confirmSale(site.id, { externalId: "CRM 42 / Ayşe", gclid: "Cj0KCQ-spaced" });
+    const long = await confirmSale(site.id, { externalId: "X".repeat(100), gclid: "Cj0KCQ-long" });
+    const orderOf = async (externalId: string) => (await root().query(
+      `select q.order_id from app_public.offline_conversion_queue q join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
+        where s.site_id = $1 and s.external_id = $2`, [site.id, externalId])).rows[0].order_id as string;
+    expect(await orderOf(plain)).toBe("CRM-42");
+    const digest = (externalId: string) => `om-${createHash("sha256").update(`${site.id}/${externalId}`).digest("hex").slice(0, 40)}`;
+    expect(await orderOf(spaced)).toBe(digest(spaced));
+    expect(await orderOf(long)).toBe(digest(long));
+
+    const summary = await deliver(site);
+    expect(summary).toMatchObject({ claimed: 3, sent: 3, failed: 0 });
+    const received = dm.accepted.flatMap((request) => request.events.map((event: FakeEvent) => event.transaction_id)).sort();
+    expect(received).toEqual(["CRM-42", digest(spaced), digest(long)].sort());
+  });
+
   test("rows become sent with Google's request id; after the status-check delay RetrieveRequestStatus settles them to accepted", async () => {
     const site = await createDeliverySite("datamanager");
     const at = wholeSeconds(Date.now() - 5 * HOUR);
@@ -677,6 +701,22 @@ describe("Data Manager API rail", () => {
 
 // ---------------------------------------------------------------------------------------------
 // Consent, retractions, conversions without identifiers
+
+describe("the upload job", () => {
+  test("a new sale brings forward an upload job waiting for a later retry, and a later request never pushes it back", async () => {
+    const site = await createDeliverySite("google_ads");
+    const key = `upload_conversions:google:${site.id}`;
+    const runAt = async () => (await root().query("select run_at from graphile_worker.jobs where key = $1", [key])).rows[0].run_at as Date;
+    await root().query("delete from graphile_worker._private_jobs where key = $1", [key]);
+    await root().query("select app_private.enqueue_upload($1, 'google', now() + interval '6 hours')", [site.id]);
+    expect((await runAt()).getTime()).toBeGreaterThan(Date.now() + 5 * HOUR);
+    await confirmSale(site.id);
+    expect((await runAt()).getTime()).toBeLessThanOrEqual(Date.now() + 1000);
+    await root().query("select app_private.enqueue_upload($1, 'google', now() + interval '6 hours')", [site.id]);
+    expect((await runAt()).getTime()).toBeLessThanOrEqual(Date.now() + 1000);
+    expect((await root().query("select count(*)::int as n from graphile_worker.jobs where key = $1", [key])).rows[0].n).toBe(1);
+  });
+});
 
 describe("consent, retractions and rows without identifiers", () => {
   test("consent denied (site requires consent, none given): no user identifiers reach either rail, the click id does", async () => {

@@ -414,5 +414,18 @@ describe("destination credentials in the database, through GraphQL", () => {
 
     // A second run has nothing left to do.
     expect(await rotateVault(owner, rotating)).toEqual({ rotated: 0, failed: [], remaining: 0, activeKeyId: "k2" });
+
+    // A row under a key that is no longer configured is reported and skipped; the others still rotate.
+    const lost = await createDestination();
+    await storeRefreshToken((text, values) => root().query(text, values), new Vault([{ id: "gone", key: randomBytes(32) }]), lost, newToken());
+    const readable = await createDestination();
+    const readableToken = newToken();
+    expect((await setCredentials(readable, readableToken, jwt.admin)).body.errors).toBeUndefined();
+    const k3 = new Vault([{ id: "k3", key: randomBytes(32) }, k2, { id: "test1", key: testKey.key }]);
+    const partial = await rotateVault(owner, k3);
+    expect(partial.failed).toEqual([{ destinationId: lost, reason: expect.stringContaining('no key "gone"') }]);
+    expect(partial).toMatchObject({ activeKeyId: "k3", remaining: 1 });
+    expect(partial.rotated).toBeGreaterThanOrEqual(4);
+    expect(await readRefreshToken(owner, k3, readable)).toBe(readableToken);
   });
 });

@@ -394,3 +394,44 @@ begin
   return v_count;
 end;
 $$;
+
+/*
+ * Honest status per destination: each row remembers the destination it was sent to, and a
+ * destination shows how many of its conversions are waiting, in flight, sent, accepted,
+ * failed or cancelled, so "uploaded" is never mistaken for "accepted".
+ */
+alter table app_public.offline_conversion_queue add column if not exists destination_id uuid;
+comment on column app_public.offline_conversion_queue.destination_id is E'The destination it was last sent to.';
+do $$
+begin
+  if not exists (select 1 from pg_constraint where conname = 'offline_conversion_queue_destination_fkey') then
+    alter table app_public.offline_conversion_queue add constraint offline_conversion_queue_destination_fkey
+      foreign key (site_id, destination_id) references app_public.destinations (site_id, id) on delete set null (destination_id);
+  end if;
+end;
+$$;
+create index if not exists offline_conversion_queue_destination_idx on app_public.offline_conversion_queue (site_id, destination_id, status);
+
+drop function if exists app_public.destinations_conversion_totals(app_public.destinations);
+drop type if exists app_public.conversion_totals;
+create type app_public.conversion_totals as (
+  pending integer, processing integer, sent integer, accepted integer, failed integer, cancelled integer, retractions integer
+);
+comment on type app_public.conversion_totals is E'Conversions of a destination by status (retractions counted apart).';
+
+create function app_public.destinations_conversion_totals(d app_public.destinations) returns app_public.conversion_totals
+  language sql stable
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select (count(*) filter (where q.kind = 'conversion' and q.status = 'pending'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'processing'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'sent'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'accepted'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'failed'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'cancelled'),
+          count(*) filter (where q.kind = 'retraction'))::app_public.conversion_totals
+    from app_public.offline_conversion_queue q
+   where q.site_id = d.site_id and q.destination_id = d.id;
+$$;
+comment on function app_public.destinations_conversion_totals(app_public.destinations) is
+  E'How many of the conversions sent to this destination are pending a retry, in flight, sent (awaiting Google''s processing), accepted, failed or cancelled.';

@@ -124,6 +124,8 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
       [deps.batchSize ?? BATCH_SIZE, siteId, worker, LEASE_SECONDS]);
     if (claimed.length === 0) break;
     summary.claimed += claimed.length;
+    await owner.query("update app_public.offline_conversion_queue set destination_id = $3 where site_id = $1 and id = any($2::uuid[])",
+      [siteId, claimed.map((c) => c.id), row.id]);
     const { rows: payloads } = await owner.query<PayloadRow>(
       "select * from app_private.conversion_payloads($1, $2::uuid[])", [siteId, claimed.map((c) => c.id)]);
 
