@@ -539,7 +539,7 @@ describe("Data Manager API rail", () => {
 
     const summary = await deliver(site);
     expect(summary).toMatchObject({ claimed: 3, sent: 3, failed: 0 });
-    const received = dm.accepted.flatMap((request) => request.events.map((event: FakeEvent) => event.transaction_id)).sort();
+    const received = dm.accepted.flatMap((request) => (request.events ?? []).map((event: FakeEvent) => event.transaction_id)).sort();
     expect(received).toEqual(["CRM-42", digest(spaced), digest(long)].sort());
   });
 
