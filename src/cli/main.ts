@@ -7,6 +7,7 @@ import { SetupError } from "../setup/setup";
 import { Command, CommandError, parse, UsageError } from "./command";
 import { callSecretRetire, callSecretRotate } from "./commands/call-secret";
 import { migrateCommand, setupCommand } from "./commands/database";
+import { erasureRequest } from "./commands/erasure";
 import { destinationCreate, exportCredentialCreate, exportCredentialRevoke, vaultRotate } from "./commands/delivery";
 import { schemaDump } from "./commands/schema";
 import { serve, start, worker } from "./commands/run";
@@ -15,7 +16,7 @@ import { apiKeyCreate, apiKeyRevoke, siteCreate, token, userCreate } from "./com
 const COMMANDS: Command[] = [
   start, serve, worker, setupCommand, migrateCommand,
   userCreate, siteCreate, token, apiKeyCreate, apiKeyRevoke, callSecretRotate, callSecretRetire,
-  destinationCreate, exportCredentialCreate, exportCredentialRevoke, vaultRotate, schemaDump,
+  destinationCreate, exportCredentialCreate, exportCredentialRevoke, vaultRotate, erasureRequest, schemaDump,
 ];
 
 function overview(): string {

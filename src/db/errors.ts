@@ -25,6 +25,8 @@ const BY_SQLSTATE: Record<string, PublicError> = {
   OMUCL: { status: 422, code: "unknown_call", message: "No call of this site has this id." },
   OMCAD: { status: 409, code: "call_already_decided", message: "The call is already sealed or junked; undo that first." },
   OMDST: { status: 400, code: "invalid_destination_status", message: "A destination can be set active or paused." },
+  OMSUB: { status: 400, code: "invalid_subject", message: "A subject is a visitor_id, email, phone (with its country code) or click_id, with a value of that kind." },
+  OMNER: { status: 404, code: "erasure_not_found", message: "No such erasure request." },
   OMNUN: { status: 409, code: "nothing_to_undo", message: "The call has no seal or junk to undo." },
 };
 
@@ -45,6 +47,7 @@ const BY_CONSTRAINT: Record<string, string> = {
   sites_currency_format: "The currency must be an ISO 4217 code in circulation, like EUR or TRY.",
   api_keys_name_length: "The key name is longer than 200 characters.",
   api_keys_role_not_owner: "An API key can be viewer, editor or admin.",
+  sites_data_retention_months_range: "Data retention must be 1 to 13 months.",
   destinations_rail: "The rail must be datamanager or google_ads.",
   destinations_customer_id_format: "The customer id must be the ten digits of a Google Ads account (dashes allowed).",
   destinations_login_customer_id_format: "The login customer id must be the ten digits of a Google Ads manager account.",
