@@ -72,6 +72,19 @@ CREATE TYPE app_hidden.landing_attribution AS (
 COMMENT ON TYPE app_hidden.landing_attribution IS 'What a landing URL and referrer say on their own (S3 needs the visitor''s history too). landing_click_id is the first ad click id of any kind, which later pageviews are compared with.';
 
 --
+-- Name: subject_link_set; Type: TYPE; Schema: app_private; Owner: -
+--
+
+CREATE TYPE app_private.subject_link_set AS (
+	visitor_ids text[],
+	visitor_keys text[],
+	session_ids uuid[],
+	call_ids uuid[],
+	sale_ids uuid[],
+	consent_hashes bytea[]
+);
+
+--
 -- Name: audit_chain_verification; Type: TYPE; Schema: app_public; Owner: -
 --
 
@@ -110,6 +123,26 @@ CREATE TYPE app_public.billing_reconciliation_result AS (
 --
 
 COMMENT ON TYPE app_public.billing_reconciliation_result IS 'Ledger vs events vs frozen snapshot for one site and month; drift names every disagreement (empty when all agree).';
+
+--
+-- Name: conversion_totals; Type: TYPE; Schema: app_public; Owner: -
+--
+
+CREATE TYPE app_public.conversion_totals AS (
+	pending integer,
+	processing integer,
+	sent integer,
+	accepted integer,
+	failed integer,
+	cancelled integer,
+	retractions integer
+);
+
+--
+-- Name: TYPE conversion_totals; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TYPE app_public.conversion_totals IS 'Conversions of a destination by status (retractions counted apart).';
 
 --
 -- Name: site_role; Type: TYPE; Schema: app_public; Owner: -
@@ -361,6 +394,25 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site_role) IS 'Sites on which the request''s user or API key holds at least min_role. Use as `site_id in (select app_hidden.current_user_site_ids())`.';
+
+--
+-- Name: google_order_id(uuid, text); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.google_order_id(site_id uuid, external_id text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+  select case when external_id ~ '^[!-~]{1,64}$' then external_id
+              else 'om-' || pg_catalog.left(pg_catalog.encode(public.digest(pg_catalog.convert_to(site_id::text || '/' || external_id, 'UTF8'), 'sha256'), 'hex'), 40)
+         end;
+$_$;
+
+--
+-- Name: FUNCTION google_order_id(site_id uuid, external_id text); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.google_order_id(site_id uuid, external_id text) IS 'The sale''s external id as Google''s order id, or om-<SHA-256 prefix> when it has spaces, non-ASCII or over 64 characters (the same on every re-send).';
 
 --
 -- Name: host_is_on(text, text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -1090,6 +1142,98 @@ $$;
 COMMENT ON FUNCTION app_private.call_event_secrets_for(public_key text) IS 'The signing secrets of the site with this public key (used only to verify signatures, never returned to clients).';
 
 --
+-- Name: carry_out_erasure(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_request app_public.erasure_requests;
+  v_subject text;
+  v app_private.subject_link_set;
+  v_receipt jsonb := '{}';
+  v_count integer;
+  v_conversion record;
+begin
+  select * into v_request from app_public.erasure_requests r
+   where r.site_id = carry_out_erasure.site_id and r.id = carry_out_erasure.request_id
+     for update;
+  if v_request.id is null then
+    raise exception using errcode = 'OMNER', message = 'No such erasure request.';
+  end if;
+  if v_request.status = 'completed' then
+    return v_request.receipt;
+  end if;
+  select e.normalized_value into v_subject from app_private.erasure_subjects e
+   where e.site_id = v_request.site_id and e.request_id = v_request.id;
+  v := app_private.subject_links(v_request.site_id, v_request.subject_kind, v_subject);
+
+  delete from app_public.events e
+   where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids));
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
+  delete from app_public.sessions s
+   where s.site_id = v_request.site_id and (s.visitor_key = any(v.visitor_keys) or s.id = any(v.session_ids));
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sessions_deleted', v_count);
+  delete from app_public.consents c where c.site_id = v_request.site_id and c.visitor_hash = any(v.consent_hashes);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('consents_deleted', v_count);
+  update app_public.calls c
+     set caller = null, visitor_id = null, gclid = null, session_id = null, click_id = null, click_id_type = null
+   where c.site_id = v_request.site_id and c.id = any(v.call_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('calls_stripped', v_count);
+  update app_public.conversations c set session_id = null
+   where c.site_id = v_request.site_id and c.session_id = any(v.session_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('conversations_stripped', v_count);
+  delete from app_private.sale_identifiers i where i.site_id = v_request.site_id and i.sale_id = any(v.sale_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+
+  -- Conversions: not yet with Google → cancelled; possibly with Google → a retraction (where the rail can).
+  v_receipt := v_receipt || '{"conversions_cancelled": 0, "retractions_queued": 0}';
+  for v_conversion in
+    select q.* from app_public.offline_conversion_queue q
+     where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.kind = 'conversion'
+       for update
+  loop
+    if v_conversion.status = 'pending' then
+      update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'ERASED',
+             last_error_message = 'The subject''s data was erased before delivery.'
+       where q.site_id = v_conversion.site_id and q.id = v_conversion.id;
+      v_receipt := pg_catalog.jsonb_set(v_receipt, '{conversions_cancelled}', pg_catalog.to_jsonb((v_receipt ->> 'conversions_cancelled')::int + 1));
+    elsif v_conversion.status in ('processing', 'sent', 'accepted') then
+      insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, conversion_at, value, currency, ad_user_data, ad_personalization)
+      values (v_conversion.site_id, v_conversion.sale_id, 'retraction', v_conversion.order_id, v_conversion.conversion_at, v_conversion.value,
+              v_conversion.currency, v_conversion.ad_user_data, v_conversion.ad_personalization)
+      on conflict on constraint offline_conversion_queue_once do nothing;
+      if found then
+        v_receipt := pg_catalog.jsonb_set(v_receipt, '{retractions_queued}', pg_catalog.to_jsonb((v_receipt ->> 'retractions_queued')::int + 1));
+      end if;
+      perform app_private.enqueue_upload(v_conversion.site_id, v_conversion.provider);
+    end if;
+  end loop;
+  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.click_id is not null;
+  update app_public.sales s
+     set visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null, session_event_id = null
+   where s.site_id = v_request.site_id and s.id = any(v.sale_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sales_stripped', v_count);
+
+  delete from app_private.erasure_subjects e where e.site_id = v_request.site_id and e.request_id = v_request.id;
+  update app_public.erasure_requests r
+     set status = 'completed', completed_at = pg_catalog.now(), receipt = v_receipt, last_error = null,
+         attempts = r.attempts + 1, started_at = coalesce(r.started_at, pg_catalog.now())
+   where r.site_id = v_request.site_id and r.id = v_request.id;
+  return v_receipt;
+end;
+$$;
+
+--
+-- Name: FUNCTION carry_out_erasure(site_id uuid, request_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) IS 'Erases everything linked to a request''s subject, in one transaction; idempotent. Returns the receipt (counts per table).';
+
+--
 -- Name: sites; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -1106,9 +1250,11 @@ CREATE TABLE app_public.sites (
     currency text DEFAULT 'USD'::text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    data_retention_months integer DEFAULT 13 NOT NULL,
     CONSTRAINT sites_allowed_origins_format CHECK ((array_to_string(allowed_origins, ' '::text) ~ '^(https?://[a-z0-9.-]+(:[0-9]{1,5})?( |$))*$'::text)),
     CONSTRAINT sites_consent_mode CHECK ((consent_mode = ANY (ARRAY['required'::text, 'implied'::text]))),
     CONSTRAINT sites_currency_format CHECK ((app_hidden.currency_minor_units(currency) IS NOT NULL)),
+    CONSTRAINT sites_data_retention_months_range CHECK (((data_retention_months >= 1) AND (data_retention_months <= 13))),
     CONSTRAINT sites_domain_format CHECK ((domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$'::text)),
     CONSTRAINT sites_monthly_event_quota_positive CHECK ((monthly_event_quota >= 0)),
     CONSTRAINT sites_name_length CHECK (((length(name) >= 1) AND (length(name) <= 200))),
@@ -1196,6 +1342,12 @@ COMMENT ON COLUMN app_public.sites.created_at IS 'When the site was created.';
 COMMENT ON COLUMN app_public.sites.updated_at IS 'When the site''s settings last changed.';
 
 --
+-- Name: COLUMN sites.data_retention_months; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sites.data_retention_months IS 'How long events, sessions and the personal data of calls are kept, in months (1 to 13; 13 by default).';
+
+--
 -- Name: check_rate_limit(app_public.sites, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1259,6 +1411,7 @@ CREATE TABLE app_public.offline_conversion_queue (
     accepted_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    destination_id uuid,
     CONSTRAINT offline_conversion_queue_ad_personalization CHECK ((ad_personalization = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
     CONSTRAINT offline_conversion_queue_ad_user_data CHECK ((ad_user_data = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
     CONSTRAINT offline_conversion_queue_click_id_type CHECK ((click_id_type = ANY (ARRAY['gclid'::text, 'gbraid'::text, 'wbraid'::text]))),
@@ -1425,6 +1578,12 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.created_at IS 'When it was
 COMMENT ON COLUMN app_public.offline_conversion_queue.updated_at IS 'When it last changed.';
 
 --
+-- Name: COLUMN offline_conversion_queue.destination_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS 'The destination it was last sent to.';
+
+--
 -- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1433,7 +1592,7 @@ CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit"
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 begin
-  if claim_offline_conversion_jobs."limit" not between 1 and 2000 or claim_offline_conversion_jobs.lease_seconds not between 10 and 86400 then
+  if (claim_offline_conversion_jobs."limit" between 1 and 2000 and claim_offline_conversion_jobs.lease_seconds between 10 and 86400) is not true then
     raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
   end if;
   return query
@@ -1444,6 +1603,11 @@ begin
        and (claim_offline_conversion_jobs.site_id is null or q.site_id = claim_offline_conversion_jobs.site_id)
        and ((q.status = 'pending' and q.retry_at <= pg_catalog.now())
             or (q.status = 'processing' and q.locked_until < pg_catalog.now()))
+       -- A retraction waits while its conversion is in flight: Google must see them in order.
+       and not (q.kind = 'retraction' and exists (
+             select 1 from app_public.offline_conversion_queue c
+              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                and c.kind = 'conversion' and c.status in ('pending', 'processing')))
      order by q.retry_at, q.created_at, q.id
      limit claim_offline_conversion_jobs."limit"
        for update skip locked
@@ -1702,6 +1866,7 @@ CREATE TABLE app_public.sales (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     created_by_user_id uuid,
     created_by_api_key_id uuid,
+    session_event_id uuid,
     CONSTRAINT sales_amount_range CHECK (((amount >= (0)::numeric) AND (amount < '1000000000000'::numeric))),
     CONSTRAINT sales_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
     CONSTRAINT sales_currency_iso CHECK ((app_hidden.currency_minor_units(currency) IS NOT NULL)),
@@ -1833,6 +1998,12 @@ COMMENT ON COLUMN app_public.sales.created_by_user_id IS 'The dashboard user who
 COMMENT ON COLUMN app_public.sales.created_by_api_key_id IS 'The API key (CRM) that confirmed it, if any.';
 
 --
+-- Name: COLUMN sales.session_event_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.sales.session_event_id IS 'The first event of the session the sale was attributed to: finds the visit again if late events re-derive its id.';
+
+--
 -- Name: enqueue_conversion(app_public.sales, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1845,7 +2016,8 @@ declare
 begin
   insert into app_public.offline_conversion_queue (site_id, sale_id, order_id, click_id, click_id_type, conversion_at, value, currency,
                                                    ad_user_data, ad_personalization)
-  values (sale.site_id, sale.id, sale.external_id, sale.click_id, sale.click_id_type, sale.occurred_at, sale.amount, sale.currency,
+  values (sale.site_id, sale.id, app_hidden.google_order_id(sale.site_id, sale.external_id), sale.click_id, sale.click_id_type,
+          sale.occurred_at, sale.amount, sale.currency,
           coalesce(consent ->> 'ad_user_data', 'unspecified'), coalesce(consent ->> 'ad_personalization', 'unspecified'))
   on conflict on constraint offline_conversion_queue_once do nothing
   returning * into v_row;
@@ -1870,12 +2042,15 @@ CREATE FUNCTION app_private.enqueue_upload(site_id uuid, provider text, run_at t
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+declare
+  v_key text := 'upload_conversions:' || enqueue_upload.provider || ':' || enqueue_upload.site_id::text;
+  v_run_at timestamptz := coalesce(enqueue_upload.run_at, pg_catalog.now());
+  v_waiting timestamptz;
 begin
+  select j.run_at into v_waiting from graphile_worker._private_jobs j where j.key = v_key and j.locked_at is null;
   perform graphile_worker.add_job('upload_conversions',
     pg_catalog.json_build_object('site_id', enqueue_upload.site_id, 'provider', enqueue_upload.provider),
-    job_key => 'upload_conversions:' || enqueue_upload.provider || ':' || enqueue_upload.site_id::text,
-    job_key_mode => 'preserve_run_at',
-    run_at => coalesce(enqueue_upload.run_at, pg_catalog.now()));
+    job_key => v_key, job_key_mode => 'replace', run_at => least(v_run_at, v_waiting));
 end;
 $$;
 
@@ -2631,6 +2806,37 @@ $$;
 COMMENT ON FUNCTION app_private.new_call_event_secret() IS 'A fresh 256-bit call-event signing secret.';
 
 --
+-- Name: normalize_subject(text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.normalize_subject(kind text, value text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+declare
+  v_normalized text;
+begin
+  v_normalized := case normalize_subject.kind
+    when 'visitor_id' then case when normalize_subject.value ~ '^[A-Za-z0-9_-]{1,64}$' then normalize_subject.value end
+    when 'email' then app_hidden.normalize_email(normalize_subject.value)
+    when 'phone' then app_hidden.normalize_phone(normalize_subject.value)
+    when 'click_id' then case when normalize_subject.value ~ '^[A-Za-z0-9_-]{1,255}$' then normalize_subject.value end
+  end;
+  if v_normalized is null then
+    raise exception using errcode = 'OMSUB', message =
+      'A subject is a visitor_id, email, phone (with its country code) or click_id, with a value of that kind.';
+  end if;
+  return v_normalized;
+end;
+$_$;
+
+--
+-- Name: FUNCTION normalize_subject(kind text, value text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.normalize_subject(kind text, value text) IS 'A subject''s value in canonical form; OMSUB for an unknown kind or a malformed value.';
+
+--
 -- Name: oci_export_lines(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -3315,11 +3521,11 @@ begin
 
   insert into app_public.sales as s (site_id, external_id, amount, currency, occurred_at, conversation_id, call_id, session_id,
                                      visitor_id, gclid, attribution_tier, attribution_source, click_id, click_id_type,
-                                     created_by_user_id, created_by_api_key_id)
+                                     session_event_id, created_by_user_id, created_by_api_key_id)
   values (site.id, record_sale.external_id, record_sale.amount, record_sale.currency, record_sale.occurred_at,
           record_sale.conversation_id, v_call.id, v_attribution.attributed_session_id, record_sale.visitor_id, record_sale.gclid,
           v_attribution.attribution_tier, v_attribution.attribution_source, v_attribution.click_id, v_attribution.click_id_type,
-          app_hidden.current_user_id(), app_hidden.current_api_key_id())
+          v_attribution.session_anchor_event_id, app_hidden.current_user_id(), app_hidden.current_api_key_id())
   on conflict on constraint sales_external_id_key do nothing
   returning * into v_sale;
   if v_sale.id is null then
@@ -3355,20 +3561,38 @@ CREATE FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, ou
 declare
   v_count integer;
 begin
-  update app_public.offline_conversion_queue q
-     set status = case o.kind when 'accepted' then 'accepted' when 'sent' then 'sent' when 'retry' then 'pending' else 'failed' end,
-         retry_at = case when o.kind = 'retry' then pg_catalog.now() + pg_catalog.make_interval(secs => coalesce(o.retry_after_seconds, 300)) else q.retry_at end,
-         last_error_code = case when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
-         last_error_message = case when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
-         request_id = coalesce(record_upload_outcomes.request_id, q.request_id),
-         sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
-         accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
-         locked_by = null, locked_until = null
-    from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
-           as o(id uuid, kind text, code text, message text, retry_after_seconds integer)
-   where q.site_id = record_upload_outcomes.site_id and q.id = o.id
-     and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker;
-  get diagnostics v_count = row_count;
+  with applied as (
+    update app_public.offline_conversion_queue q
+       set status = case
+             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'cancelled'
+             when o.kind = 'accepted' then 'accepted' when o.kind = 'sent' then 'sent' when o.kind = 'retry' then 'pending' else 'failed' end,
+           retry_at = case when o.kind = 'retry' then pg_catalog.now() + pg_catalog.make_interval(secs => coalesce(o.retry_after_seconds, 300)) else q.retry_at end,
+           last_error_code = case
+             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'SALE_UNDONE'
+             when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
+           last_error_message = case
+             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'The sale was undone before Google took the conversion.'
+             when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
+           request_id = case when o.kind in ('accepted', 'sent') then coalesce(o.request_id, record_upload_outcomes.request_id, q.request_id) else q.request_id end,
+           sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
+           accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
+           locked_by = null, locked_until = null
+      from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
+             as o(id uuid, kind text, code text, message text, retry_after_seconds integer, request_id text),
+           app_public.sales s
+     where q.site_id = record_upload_outcomes.site_id and q.id = o.id
+       and s.site_id = q.site_id and s.id = q.sale_id
+       and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
+    returning q.site_id, q.sale_id, q.kind, q.status
+  ), dropped_retractions as (
+    update app_public.offline_conversion_queue r
+       set status = 'cancelled', last_error_code = 'NOTHING_TO_RETRACT',
+           last_error_message = 'The conversion never reached Google, so there is nothing to retract.'
+      from applied a
+     where a.kind = 'conversion' and a.status in ('failed', 'cancelled')
+       and r.site_id = a.site_id and r.sale_id = a.sale_id and r.kind = 'retraction' and r.status = 'pending'
+  )
+  select count(*) into v_count from applied;
   return v_count;
 end;
 $$;
@@ -3420,10 +3644,12 @@ begin
       v_attribution record;
     begin
       select * into v_attribution
-        from app_private.resolve_sale_attribution(v_item.site_id, v_item.session_id, v_item.visitor_id, v_item.call_id, v_item.gclid, v_item.occurred_at);
+        from app_private.resolve_sale_attribution(v_item.site_id, v_item.session_id, v_item.visitor_id, v_item.call_id, v_item.gclid,
+                                                  v_item.occurred_at, v_item.session_event_id);
       continue when v_attribution.click_id is null;
       update app_public.sales s
-         set session_id = coalesce(s.session_id, v_attribution.attributed_session_id), attribution_tier = v_attribution.attribution_tier,
+         set session_id = coalesce(v_attribution.attributed_session_id, s.session_id),
+             session_event_id = coalesce(v_attribution.session_anchor_event_id, s.session_event_id), attribution_tier = v_attribution.attribution_tier,
              attribution_source = v_attribution.attribution_source, click_id = v_attribution.click_id, click_id_type = v_attribution.click_id_type
        where s.site_id = v_item.site_id and s.id = v_item.id;
       update app_public.offline_conversion_queue q
@@ -3457,11 +3683,24 @@ declare
   v_count integer;
 begin
   update app_public.offline_conversion_queue q
-     set status = 'pending', locked_by = null, locked_until = null, attempts = greatest(q.attempts - 1, 0),
-         last_error_code = release_claimed_conversions.code, last_error_message = release_claimed_conversions.message,
+     set status = case when q.kind = 'conversion' and s.status = 'cancelled' then 'cancelled' else 'pending' end,
+         locked_by = null, locked_until = null, attempts = greatest(q.attempts - 1, 0),
+         last_error_code = case when q.kind = 'conversion' and s.status = 'cancelled' then 'SALE_UNDONE' else release_claimed_conversions.code end,
+         last_error_message = case when q.kind = 'conversion' and s.status = 'cancelled' then 'The sale was undone before Google took the conversion.'
+                                   else release_claimed_conversions.message end,
          retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => release_claimed_conversions.retry_after_seconds)
-   where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker;
+    from app_public.sales s
+   where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker
+     and s.site_id = q.site_id and s.id = q.sale_id;
   get diagnostics v_count = row_count;
+  -- Their retractions are no longer needed either.
+  update app_public.offline_conversion_queue r
+     set status = 'cancelled', last_error_code = 'NOTHING_TO_RETRACT',
+         last_error_message = 'The conversion never reached Google, so there is nothing to retract.'
+   where r.site_id = release_claimed_conversions.site_id and r.kind = 'retraction' and r.status = 'pending'
+     and exists (select 1 from app_public.offline_conversion_queue c
+                  where c.site_id = r.site_id and c.sale_id = r.sale_id and c.kind = 'conversion'
+                    and c.status = 'cancelled' and c.last_error_code = 'SALE_UNDONE');
   return v_count;
 end;
 $$;
@@ -3473,10 +3712,10 @@ $$;
 COMMENT ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) IS 'Returns a worker''s claimed rows to pending.';
 
 --
--- Name: resolve_sale_attribution(uuid, uuid, text, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: resolve_sale_attribution(uuid, uuid, text, uuid, text, timestamp with time zone, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) RETURNS TABLE(attributed_session_id uuid, attribution_tier text, attribution_source text, click_id text, click_id_type text, session_visitor_id text)
+CREATE FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid DEFAULT NULL::uuid) RETURNS TABLE(attributed_session_id uuid, session_anchor_event_id uuid, attribution_tier text, attribution_source text, click_id text, click_id_type text, session_visitor_id text)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -3498,6 +3737,15 @@ begin
        limit 1;
     end if;
   end if;
+  -- The session named may have been re-derived since (a late earlier event gives a visit a new
+  -- id): the visit is the one that now holds the event the sale's session started with.
+  if v_session.id is null and resolve_sale_attribution.anchor_event_id is not null then
+    select s.* into v_session
+      from app_public.events e
+      join app_public.sessions s on s.site_id = e.site_id and s.id = e.session_id
+     where e.site_id = resolve_sale_attribution.site_id and e.id = resolve_sale_attribution.anchor_event_id
+     limit 1;
+  end if;
   if v_session.id is null and v_call.id is null and resolve_sale_attribution.visitor_id is not null then
     select * into v_session from app_public.sessions s
      where s.site_id = resolve_sale_attribution.site_id and s.visitor_key = resolve_sale_attribution.visitor_id
@@ -3508,6 +3756,7 @@ begin
 
   if v_session.id is not null then
     attributed_session_id := v_session.id;
+    session_anchor_event_id := v_session.first_event_id;
     attribution_tier := v_session.attribution_tier;
     attribution_source := v_session.attribution_source;
     session_visitor_id := v_session.visitor_id;
@@ -3535,10 +3784,63 @@ end;
 $$;
 
 --
--- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) IS 'The session, tier and Google click id a sale is attributed to, from its session, call, visitor or gclid.';
+COMMENT ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid) IS 'The session (and its first event), tier and Google click id a sale is attributed to, from its session, call, visitor or gclid.';
+
+--
+-- Name: retention_cleanup(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.retention_cleanup() RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site record;
+  v_count integer;
+  v_result jsonb := '{"events_deleted": 0, "sessions_deleted": 0, "calls_stripped": 0}';
+begin
+  for v_site in select s.id, s.data_retention_months from app_public.sites s loop
+    if v_site.data_retention_months < 13 then
+      delete from app_public.events e
+       where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
+      get diagnostics v_count = row_count;
+      v_result := pg_catalog.jsonb_set(v_result, '{events_deleted}', pg_catalog.to_jsonb((v_result ->> 'events_deleted')::int + v_count));
+      delete from app_public.sessions s
+       where s.site_id = v_site.id and s.ended_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
+      get diagnostics v_count = row_count;
+      v_result := pg_catalog.jsonb_set(v_result, '{sessions_deleted}', pg_catalog.to_jsonb((v_result ->> 'sessions_deleted')::int + v_count));
+    end if;
+    update app_public.calls c set caller = null, visitor_id = null, gclid = null
+     where c.site_id = v_site.id and c.started_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
+       and (c.caller is not null or c.visitor_id is not null or c.gclid is not null);
+    get diagnostics v_count = row_count;
+    v_result := pg_catalog.jsonb_set(v_result, '{calls_stripped}', pg_catalog.to_jsonb((v_result ->> 'calls_stripped')::int + v_count));
+  end loop;
+
+  delete from app_public.consents c where c.recorded_at < pg_catalog.now() - interval '36 months';
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('consents_deleted', v_count);
+  -- Hashed identifiers and click ids are needed only until Google has the conversion (and a
+  -- retraction could still follow): 90 days after the conversion's final state.
+  delete from app_private.sale_identifiers i
+   where not exists (select 1 from app_public.offline_conversion_queue q
+                      where q.site_id = i.site_id and q.sale_id = i.sale_id
+                        and (q.status in ('pending', 'processing', 'sent') or q.updated_at > pg_catalog.now() - interval '90 days'));
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
+   where q.status in ('accepted', 'failed', 'cancelled') and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('conversion_click_ids_stripped', v_count);
+  return v_result;
+end;
+$$;
+
+--
+-- Name: FUNCTION retention_cleanup(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.retention_cleanup() IS 'Deletes or strips personal data past its retention (site months for events, sessions and calls; 36 months for consents; 90 days after delivery for hashed identifiers and click ids).';
 
 --
 -- Name: retire_call_event_secret(uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -3644,6 +3946,112 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.sites_with_due_conversions(provider text) IS 'Sites whose conversions are due for upload.';
+
+--
+-- Name: subject_hash(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.encode(public.hmac(pg_catalog.convert_to(kind || ':' || normalized, 'UTF8'), s.salt, 'sha256'), 'hex')
+    from app_private.site_salts s where s.site_id = subject_hash.site_id;
+$$;
+
+--
+-- Name: FUNCTION subject_hash(site_id uuid, kind text, normalized text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) IS 'HMAC-SHA256 of kind:value with the site''s secret salt.';
+
+--
+-- Name: subject_links(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.subject_links(site_id uuid, kind text, normalized text) RETURNS app_private.subject_link_set
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v app_private.subject_link_set := row('{}', '{}', '{}', '{}', '{}', '{}');
+  v_hash text;
+begin
+  if kind = 'visitor_id' then
+    v.visitor_ids := array[normalized];
+  elsif kind in ('email', 'phone') then
+    v_hash := app_hidden.identifier_sha256(normalized);
+    select coalesce(array_agg(i.sale_id), '{}') into v.sale_ids from app_private.sale_identifiers i
+     where i.site_id = subject_links.site_id
+       and (case when kind = 'email' then i.email_sha256 else i.phone_sha256 end) = v_hash;
+    if kind = 'phone' then
+      select coalesce(array_agg(c.id), '{}') into v.call_ids from app_public.calls c
+       where c.site_id = subject_links.site_id and c.caller = normalized;
+    end if;
+  else
+    select coalesce(array_agg(distinct s.id), '{}'), coalesce(array_agg(distinct s.visitor_key), '{}')
+      into v.session_ids, v.visitor_keys
+      from app_public.sessions s
+     where s.site_id = subject_links.site_id and (s.click_id = normalized or s.assisting_click_id = normalized);
+    select coalesce(array_agg(c.id), '{}') into v.call_ids from app_public.calls c
+     where c.site_id = subject_links.site_id and (c.gclid = normalized or c.click_id = normalized);
+    select coalesce(array_agg(s.id), '{}') into v.sale_ids from app_public.sales s
+     where s.site_id = subject_links.site_id and (s.gclid = normalized or s.click_id = normalized);
+  end if;
+
+  -- Sales lead to their calls, visitors and sessions; calls to theirs.
+  select v.call_ids || coalesce(array_agg(s.call_id) filter (where s.call_id is not null), '{}'),
+         v.visitor_ids || coalesce(array_agg(s.visitor_id) filter (where s.visitor_id is not null), '{}'),
+         v.session_ids || coalesce(array_agg(s.session_id) filter (where s.session_id is not null), '{}')
+    into v.call_ids, v.visitor_ids, v.session_ids
+    from app_public.sales s where s.site_id = subject_links.site_id and s.id = any(v.sale_ids);
+  select v.visitor_ids || coalesce(array_agg(c.visitor_id) filter (where c.visitor_id is not null), '{}'),
+         v.session_ids || coalesce(array_agg(c.session_id) filter (where c.session_id is not null), '{}')
+    into v.visitor_ids, v.session_ids
+    from app_public.calls c where c.site_id = subject_links.site_id and c.id = any(v.call_ids);
+  -- Sessions lead to their visitors.
+  select v.visitor_keys || coalesce(array_agg(distinct s.visitor_key), '{}'),
+         v.visitor_ids || coalesce(array_agg(distinct s.visitor_id) filter (where s.visitor_id is not null), '{}')
+    into v.visitor_keys, v.visitor_ids
+    from app_public.sessions s where s.site_id = subject_links.site_id and s.id = any(v.session_ids);
+  -- A visitor is known by its raw id and by the daily hashes of the days whose salts remain.
+  select array(select distinct unnest(v.visitor_ids)) into v.visitor_ids;
+  select array(select distinct k from (
+           select unnest(v.visitor_keys) as k
+           union all select unnest(v.visitor_ids)
+           union all select 'h:' || pg_catalog.encode(pg_catalog.substr(public.hmac(pg_catalog.convert_to(subject_links.site_id::text || '/' || i.id, 'UTF8'),
+                                                                  d.salt, 'sha256'), 1, 16), 'hex')
+             from unnest(v.visitor_ids) as i(id) cross join app_private.daily_salts d) keys)
+    into v.visitor_keys;
+  -- Every session of those visitors, and every call and sale of those sessions and visitors.
+  select array(select distinct id from (
+           select unnest(v.session_ids) as id
+           union all select s.id from app_public.sessions s
+            where s.site_id = subject_links.site_id and s.visitor_key = any(v.visitor_keys)) ids)
+    into v.session_ids;
+  select array(select distinct id from (
+           select unnest(v.call_ids) as id
+           union all select c.id from app_public.calls c
+            where c.site_id = subject_links.site_id and (c.session_id = any(v.session_ids) or c.visitor_id = any(v.visitor_ids))) ids)
+    into v.call_ids;
+  select array(select distinct id from (
+           select unnest(v.sale_ids) as id
+           union all select s.id from app_public.sales s
+            where s.site_id = subject_links.site_id
+              and (s.session_id = any(v.session_ids) or s.visitor_id = any(v.visitor_ids) or s.call_id = any(v.call_ids))) ids)
+    into v.sale_ids;
+  select array(select public.hmac(pg_catalog.convert_to(i.id, 'UTF8'), s.salt, 'sha256')
+                 from unnest(v.visitor_ids) as i(id), app_private.site_salts s where s.site_id = subject_links.site_id)
+    into v.consent_hashes;
+  return v;
+end;
+$$;
+
+--
+-- Name: FUNCTION subject_links(site_id uuid, kind text, normalized text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.subject_links(site_id uuid, kind text, normalized text) IS 'Every visitor, session, call, sale and consent record linked to a subject on a site.';
 
 --
 -- Name: take_quota(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4234,6 +4642,80 @@ $$;
 COMMENT ON FUNCTION app_public.delete_site(site_id uuid) IS 'Deletes a site and everything it holds (owner only).';
 
 --
+-- Name: destinations_conversion_totals(app_public.destinations); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) RETURNS app_public.conversion_totals
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select (count(*) filter (where q.kind = 'conversion' and q.status = 'pending'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'processing'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'sent'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'accepted'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'failed'),
+          count(*) filter (where q.kind = 'conversion' and q.status = 'cancelled'),
+          count(*) filter (where q.kind = 'retraction'))::app_public.conversion_totals
+    from app_public.offline_conversion_queue q
+   where q.site_id = d.site_id and q.destination_id = d.id;
+$$;
+
+--
+-- Name: FUNCTION destinations_conversion_totals(d app_public.destinations); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) IS 'How many of the conversions sent to this destination are pending a retry, in flight, sent (awaiting Google''s processing), accepted, failed or cancelled.';
+
+--
+-- Name: export_subject_data(uuid, text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_normalized text;
+  v app_private.subject_link_set;
+begin
+  perform app_private.assert_caller_role(export_subject_data.site_id, 'admin', 'export_subject_data', 'sites', export_subject_data.site_id::text);
+  v_normalized := app_private.normalize_subject(export_subject_data.kind, export_subject_data.value);
+  v := app_private.subject_links(export_subject_data.site_id, export_subject_data.kind, v_normalized);
+  return pg_catalog.jsonb_build_object(
+    'site_id', export_subject_data.site_id,
+    'subject', pg_catalog.jsonb_build_object('kind', export_subject_data.kind, 'value', v_normalized),
+    'exported_at', pg_catalog.now(),
+    'sessions', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s) order by s.started_at) from app_public.sessions s
+                            where s.site_id = export_subject_data.site_id and s.id = any(v.session_ids)), '[]'),
+    'events', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) order by e.occurred_at, e.id) from app_public.events e
+                          where e.site_id = export_subject_data.site_id
+                            and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids))), '[]'),
+    'consents', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c) - 'visitor_hash' order by c.recorded_at) from app_public.consents c
+                            where c.site_id = export_subject_data.site_id and c.visitor_hash = any(v.consent_hashes)), '[]'),
+    'calls', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c) order by c.started_at) from app_public.calls c
+                         where c.site_id = export_subject_data.site_id and c.id = any(v.call_ids)), '[]'),
+    'conversations', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c) order by c.created_at) from app_public.conversations c
+                                 where c.site_id = export_subject_data.site_id
+                                   and (c.call_id = any(v.call_ids) or c.session_id = any(v.session_ids)
+                                        or c.id in (select s.conversation_id from app_public.sales s
+                                                     where s.site_id = export_subject_data.site_id and s.id = any(v.sale_ids)))), '[]'),
+    'sales', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s) || pg_catalog.jsonb_build_object(
+                                 'email_sha256', i.email_sha256, 'phone_sha256', i.phone_sha256) order by s.occurred_at)
+                         from app_public.sales s left join app_private.sale_identifiers i on i.site_id = s.site_id and i.sale_id = s.id
+                        where s.site_id = export_subject_data.site_id and s.id = any(v.sale_ids)), '[]'),
+    'conversions', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q) - 'locked_by' - 'locked_until' order by q.created_at)
+                               from app_public.offline_conversion_queue q
+                              where q.site_id = export_subject_data.site_id and q.sale_id = any(v.sale_ids)), '[]'));
+end;
+$$;
+
+--
+-- Name: FUNCTION export_subject_data(site_id uuid, kind text, value text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) IS 'Right of access (admin or owner): everything held about a subject on the site as one JSON document. kind is visitor_id, email, phone (also matches callers) or click_id; email and phone are matched by their normalised SHA-256.';
+
+--
 -- Name: invoice_snapshots; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -4403,6 +4885,161 @@ $$;
 COMMENT ON FUNCTION app_public.remove_site_member(site_id uuid, user_id uuid) IS 'Removes a member. Admins remove editors and viewers; owners remove anyone but the last owner.';
 
 --
+-- Name: erasure_requests; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.erasure_requests (
+    site_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    subject_kind text NOT NULL,
+    subject_hash text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    requested_by_user_id uuid,
+    requested_by_api_key_id uuid,
+    requested_by_db_role text DEFAULT SESSION_USER NOT NULL,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    receipt jsonb,
+    last_error text,
+    CONSTRAINT erasure_requests_status CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text]))),
+    CONSTRAINT erasure_requests_subject_kind CHECK ((subject_kind = ANY (ARRAY['visitor_id'::text, 'email'::text, 'phone'::text, 'click_id'::text])))
+);
+
+--
+-- Name: TABLE erasure_requests; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.erasure_requests IS 'Right-to-erasure requests and their receipts: what was erased (counts per table), when, by whom. The subject is kept only as a salted hash.';
+
+--
+-- Name: COLUMN erasure_requests.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.site_id IS 'The site.';
+
+--
+-- Name: COLUMN erasure_requests.id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.id IS 'Identifier.';
+
+--
+-- Name: COLUMN erasure_requests.subject_kind; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.subject_kind IS 'visitor_id, email, phone or click_id.';
+
+--
+-- Name: COLUMN erasure_requests.subject_hash; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.subject_hash IS 'HMAC-SHA256 of the subject with the site''s secret salt: identifies the request without holding the subject.';
+
+--
+-- Name: COLUMN erasure_requests.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.status IS 'pending, running, completed or failed (then retried).';
+
+--
+-- Name: COLUMN erasure_requests.requested_by_user_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.requested_by_user_id IS 'Who asked (dashboard user).';
+
+--
+-- Name: COLUMN erasure_requests.requested_by_api_key_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.requested_by_api_key_id IS 'Who asked (API key).';
+
+--
+-- Name: COLUMN erasure_requests.requested_by_db_role; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.requested_by_db_role IS 'The database login that asked (a DBA''s own role for the CLI).';
+
+--
+-- Name: COLUMN erasure_requests.requested_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.requested_at IS 'When it was asked for.';
+
+--
+-- Name: COLUMN erasure_requests.started_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.started_at IS 'When the worker last started on it.';
+
+--
+-- Name: COLUMN erasure_requests.completed_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.completed_at IS 'When everything was erased.';
+
+--
+-- Name: COLUMN erasure_requests.attempts; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.attempts IS 'How many times the worker started on it.';
+
+--
+-- Name: COLUMN erasure_requests.receipt; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.receipt IS 'Rows erased or stripped, per table.';
+
+--
+-- Name: COLUMN erasure_requests.last_error; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.erasure_requests.last_error IS 'Why the last attempt failed, if it did.';
+
+--
+-- Name: request_erasure(uuid, text, text); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.request_erasure(site_id uuid, kind text, value text) RETURNS app_public.erasure_requests
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_normalized text;
+  v_hash text;
+  v_request app_public.erasure_requests;
+begin
+  perform app_private.assert_caller_role(request_erasure.site_id, 'admin', 'request_erasure', 'erasure_requests', request_erasure.kind);
+  v_normalized := app_private.normalize_subject(request_erasure.kind, request_erasure.value);
+  if not exists (select 1 from app_public.sites s where s.id = request_erasure.site_id) then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  v_hash := app_private.subject_hash(request_erasure.site_id, request_erasure.kind, v_normalized);
+  -- Asking again while one is under way is the same request.
+  select * into v_request from app_public.erasure_requests r
+   where r.site_id = request_erasure.site_id and r.subject_hash = v_hash and r.status in ('pending', 'running', 'failed');
+  if v_request.id is not null then
+    return v_request;
+  end if;
+  insert into app_public.erasure_requests (site_id, subject_kind, subject_hash, requested_by_user_id, requested_by_api_key_id)
+  values (request_erasure.site_id, request_erasure.kind, v_hash, app_hidden.current_user_id(), app_hidden.current_api_key_id())
+  returning * into v_request;
+  insert into app_private.erasure_subjects (site_id, request_id, normalized_value) values (v_request.site_id, v_request.id, v_normalized);
+  perform graphile_worker.add_job('carry_out_erasure',
+    pg_catalog.json_build_object('site_id', v_request.site_id, 'request_id', v_request.id),
+    job_key => 'carry_out_erasure:' || v_request.id::text, max_attempts => 25);
+  return v_request;
+end;
+$$;
+
+--
+-- Name: FUNCTION request_erasure(site_id uuid, kind text, value text); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.request_erasure(site_id uuid, kind text, value text) IS 'Right to erasure (admin or owner): records the request and schedules its erasure, in one transaction. kind is visitor_id, email, phone or click_id. Asking again while it is under way returns the same request.';
+
+--
 -- Name: api_keys; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -4549,6 +5186,33 @@ $$;
 --
 
 COMMENT ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) IS 'Marks a call a qualified lead (editor or above): its conversation and sale (value, default 0, in the site''s currency unless given) are recorded and the conversion queued for Google.';
+
+--
+-- Name: set_data_retention(uuid, integer); Type: FUNCTION; Schema: app_public; Owner: -
+--
+
+CREATE FUNCTION app_public.set_data_retention(site_id uuid, months integer) RETURNS app_public.sites
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_site app_public.sites;
+begin
+  perform app_private.assert_caller_role(set_data_retention.site_id, 'admin', 'set_data_retention', 'sites', set_data_retention.site_id::text);
+  update app_public.sites s set data_retention_months = set_data_retention.months where s.id = set_data_retention.site_id
+  returning * into v_site;
+  if v_site.id is null then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  return v_site;
+end;
+$$;
+
+--
+-- Name: FUNCTION set_data_retention(site_id uuid, months integer); Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON FUNCTION app_public.set_data_retention(site_id uuid, months integer) IS 'Shortens (or restores, up to 13) how many months the site''s events, sessions and call personal data are kept (admin or owner).';
 
 --
 -- Name: set_destination_status(uuid, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -4827,6 +5491,22 @@ CREATE TABLE app_private.daily_salts (
 --
 
 COMMENT ON TABLE app_private.daily_salts IS 'Daily salts for visitors without analytics consent and for client IPs. Deleted after 8 days, which makes old hashes unlinkable.';
+
+--
+-- Name: erasure_subjects; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.erasure_subjects (
+    site_id uuid NOT NULL,
+    request_id uuid NOT NULL,
+    normalized_value text NOT NULL
+);
+
+--
+-- Name: TABLE erasure_subjects; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.erasure_subjects IS 'The subject of a pending erasure, deleted when it completes.';
 
 --
 -- Name: export_credentials; Type: TABLE; Schema: app_private; Owner: -
@@ -5317,6 +5997,13 @@ ALTER TABLE ONLY app_private.daily_salts
     ADD CONSTRAINT daily_salts_pkey PRIMARY KEY (day);
 
 --
+-- Name: erasure_subjects erasure_subjects_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.erasure_subjects
+    ADD CONSTRAINT erasure_subjects_pkey PRIMARY KEY (site_id, request_id);
+
+--
 -- Name: export_credentials export_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -5461,6 +6148,13 @@ ALTER TABLE ONLY app_public.destinations
 
 ALTER TABLE ONLY app_public.destinations
     ADD CONSTRAINT destinations_pkey PRIMARY KEY (site_id, id);
+
+--
+-- Name: erasure_requests erasure_requests_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.erasure_requests
+    ADD CONSTRAINT erasure_requests_pkey PRIMARY KEY (site_id, id);
 
 --
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
@@ -5612,6 +6306,12 @@ CREATE INDEX events_session_idx ON ONLY app_public.events USING btree (site_id, 
 --
 
 CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, visitor_key, occurred_at, id);
+
+--
+-- Name: offline_conversion_queue_destination_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conversion_queue USING btree (site_id, destination_id, status);
 
 --
 -- Name: offline_conversion_queue_due_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -5794,6 +6494,12 @@ CREATE TRIGGER _500_audit AFTER INSERT OR UPDATE ON app_public.conversations FOR
 CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.destinations FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-updated_at');
 
 --
+-- Name: erasure_requests _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _500_audit AFTER INSERT OR UPDATE ON app_public.erasure_requests FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id');
+
+--
 -- Name: invoice_snapshots _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -5842,6 +6548,13 @@ ALTER TABLE ONLY app_private.api_key_hashes
 
 ALTER TABLE ONLY app_private.call_event_secrets
     ADD CONSTRAINT call_event_secrets_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
+-- Name: erasure_subjects erasure_subjects_site_id_request_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.erasure_subjects
+    ADD CONSTRAINT erasure_subjects_site_id_request_id_fkey FOREIGN KEY (site_id, request_id) REFERENCES app_public.erasure_requests(site_id, id) ON DELETE CASCADE;
 
 --
 -- Name: export_credentials export_credentials_site_id_fkey; Type: FK CONSTRAINT; Schema: app_private; Owner: -
@@ -5963,11 +6676,25 @@ ALTER TABLE ONLY app_public.destinations
     ADD CONSTRAINT destinations_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
 
 --
+-- Name: erasure_requests erasure_requests_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.erasure_requests
+    ADD CONSTRAINT erasure_requests_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
 -- Name: invoice_snapshots invoice_snapshots_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
 --
 
 ALTER TABLE ONLY app_public.invoice_snapshots
     ADD CONSTRAINT invoice_snapshots_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE RESTRICT;
+
+--
+-- Name: offline_conversion_queue offline_conversion_queue_destination_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.offline_conversion_queue
+    ADD CONSTRAINT offline_conversion_queue_destination_fkey FOREIGN KEY (site_id, destination_id) REFERENCES app_public.destinations(site_id, id) ON DELETE SET NULL (destination_id);
 
 --
 -- Name: offline_conversion_queue offline_conversion_queue_sale_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
@@ -6047,6 +6774,12 @@ ALTER TABLE app_private.call_event_secrets ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.daily_salts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: erasure_subjects; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.erasure_subjects ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: export_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -6145,6 +6878,12 @@ CREATE POLICY delete_owner ON app_public.sites FOR DELETE USING ((id IN ( SELECT
 ALTER TABLE app_public.destinations ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: erasure_requests; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.erasure_requests ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: events; Type: ROW SECURITY; Schema: app_public; Owner: -
 --
 
@@ -6191,6 +6930,12 @@ CREATE POLICY select_admin ON app_public.api_keys FOR SELECT USING ((site_id IN 
 --
 
 CREATE POLICY select_admin ON app_public.audit_log FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
+
+--
+-- Name: erasure_requests select_admin; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_admin ON app_public.erasure_requests FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids('admin'::app_public.site_role) AS current_user_site_ids)));
 
 --
 -- Name: invoice_snapshots select_admin; Type: POLICY; Schema: app_public; Owner: -
@@ -6388,6 +7133,13 @@ REVOKE ALL ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site
 GRANT ALL ON FUNCTION app_hidden.current_user_site_ids(min_role app_public.site_role) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION google_order_id(site_id uuid, external_id text); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.google_order_id(site_id uuid, external_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.google_order_id(site_id uuid, external_id text) TO opsmantik_visitor;
+
+--
 -- Name: FUNCTION host_is_on(host text, domain text); Type: ACL; Schema: app_hidden; Owner: -
 --
 
@@ -6550,6 +7302,12 @@ REVOKE ALL ON FUNCTION app_private.call_event_secrets_for(public_key text) FROM 
 GRANT ALL ON FUNCTION app_private.call_event_secrets_for(public_key text) TO opsmantik_authenticator;
 
 --
+-- Name: FUNCTION carry_out_erasure(site_id uuid, request_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) FROM PUBLIC;
+
+--
 -- Name: TABLE sites; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -6602,6 +7360,12 @@ GRANT UPDATE(timezone) ON TABLE app_public.sites TO opsmantik_visitor;
 --
 
 GRANT UPDATE(currency) ON TABLE app_public.sites TO opsmantik_visitor;
+
+--
+-- Name: COLUMN sites.data_retention_months; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT(data_retention_months) ON TABLE app_public.sites TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION check_rate_limit(site app_public.sites, client_ip text); Type: ACL; Schema: app_private; Owner: -
@@ -6786,6 +7550,12 @@ REVOKE ALL ON FUNCTION app_private.mark_destination_needs_reauth(destination_id 
 REVOKE ALL ON FUNCTION app_private.new_call_event_secret() FROM PUBLIC;
 
 --
+-- Name: FUNCTION normalize_subject(kind text, value text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.normalize_subject(kind text, value text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION oci_export_lines(site_id uuid, conversion_name text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -6892,10 +7662,16 @@ REVOKE ALL ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid) 
 REVOKE ALL ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) FROM PUBLIC;
 
 --
--- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION retention_cleanup(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.retention_cleanup() FROM PUBLIC;
 
 --
 -- Name: FUNCTION retire_call_event_secret(site_id uuid); Type: ACL; Schema: app_private; Owner: -
@@ -6926,6 +7702,18 @@ REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id u
 --
 
 REVOKE ALL ON FUNCTION app_private.sites_with_due_conversions(provider text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION subject_hash(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION subject_links(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.subject_links(site_id uuid, kind text, normalized text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION take_quota(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
@@ -7074,6 +7862,20 @@ REVOKE ALL ON FUNCTION app_public.delete_site(site_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.delete_site(site_id uuid) TO opsmantik_visitor;
 
 --
+-- Name: FUNCTION destinations_conversion_totals(d app_public.destinations); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION export_subject_data(site_id uuid, kind text, value text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) TO opsmantik_visitor;
+
+--
 -- Name: TABLE invoice_snapshots; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -7101,6 +7903,19 @@ REVOKE ALL ON FUNCTION app_public.remove_site_member(site_id uuid, user_id uuid)
 GRANT ALL ON FUNCTION app_public.remove_site_member(site_id uuid, user_id uuid) TO opsmantik_visitor;
 
 --
+-- Name: TABLE erasure_requests; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.erasure_requests TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION request_erasure(site_id uuid, kind text, value text); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.request_erasure(site_id uuid, kind text, value text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.request_erasure(site_id uuid, kind text, value text) TO opsmantik_visitor;
+
+--
 -- Name: TABLE api_keys; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -7119,6 +7934,13 @@ GRANT ALL ON FUNCTION app_public.revoke_api_key(api_key_id uuid) TO opsmantik_vi
 
 REVOKE ALL ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_public.seal_call(site_id uuid, call_id uuid, value numeric, currency text) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION set_data_retention(site_id uuid, months integer); Type: ACL; Schema: app_public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_public.set_data_retention(site_id uuid, months integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_public.set_data_retention(site_id uuid, months integer) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION set_destination_status(destination_id uuid, status text); Type: ACL; Schema: app_public; Owner: -
