@@ -18,7 +18,7 @@ import {
 } from "./helpers/db";
 import { startTestService, TestService, tokenFor } from "./helpers/http";
 import {
-  CALLER, CallRow, createTrackedSite, HOUR, ingest, LANDING, pageview, recordCall, revenueCounts, revenueSnapshot, SessionRow,
+  CALLER, CallRow, createTrackedSite, newUser, HOUR, ingest, LANDING, pageview, recordCall, revenueCounts, revenueSnapshot, SessionRow,
   sessionOf, TrackedSite, uploadJob, visitorId,
 } from "./helpers/revenue";
 
@@ -48,6 +48,7 @@ interface Fixture {
   adminKey: { id: string; key: string };
   viewerKey: { id: string; key: string };
   otherEditorKey: { id: string; key: string };
+  revokedEditorKey: { id: string; key: string };
   visitor: string;
   gclid: string;
   session: SessionRow;
@@ -85,7 +86,14 @@ async function makeFixture(client: pg.ClientBase): Promise<Fixture> {
     adminKey: await createApiKey(client, site.id, "admin"),
     viewerKey: await createApiKey(client, site.id, "viewer"),
     otherEditorKey: await createApiKey(client, otherSite.id, "editor"),
+    revokedEditorKey: await revokedKey(client, site.id, "editor"),
   };
+}
+
+async function revokedKey(client: pg.ClientBase, siteId: string, role: string): Promise<{ id: string; key: string }> {
+  const key = await createApiKey(client, siteId, role);
+  await client.query("update app_public.api_keys set revoked_at = now() where id = $1", [key.id]);
+  return key;
 }
 
 async function seal(client: pg.ClientBase, siteId: string, callId: string, value: string | null = null, currency: string | null = null): Promise<Action> {
@@ -340,6 +348,7 @@ describe("who may act", () => {
     ["another tenant's editor", (f) => ({ userId: f.otherEditor })],
     ["a viewer API key", (f) => ({ apiKeyId: f.viewerKey.id })],
     ["another tenant's editor API key", (f) => ({ apiKeyId: f.otherEditorKey.id })],
+    ["a revoked editor API key", (f) => ({ apiKeyId: f.revokedEditorKey.id })],
     ["nobody (no identity)", () => ({})],
   ];
 
@@ -355,6 +364,8 @@ describe("who may act", () => {
         expect(await sqlState(client, () => seal(client, f.site.id, undecided.id, "10"))).toBe("OM403");
         expect(await sqlState(client, () => junk(client, f.site.id, undecided.id))).toBe("OM403");
         expect(await sqlState(client, () => undo(client, f.site.id, f.call.id))).toBe("OM403");
+        // The refusal comes before the call is looked up: it does not tell whether a call exists.
+        expect(await sqlState(client, () => seal(client, f.site.id, randomUUID(), "10"))).toBe("OM403");
       });
       expect(await revenueSnapshot(client, f.site.id)).toEqual(before);
       expect(await lastSeq(client, f.site.id)).toBe(seqBefore);
@@ -385,7 +396,7 @@ describe("who may act", () => {
 
   test("two people sealing the same call at once take turns: one sale, the other is told the call is decided", async () => {
     const pool = getRootPool();
-    const owner = await createUser(pool as never);
+    const owner = await newUser(pool);
     const site = await createTrackedSite(pool, owner);
     const call = await recordCall(pool, site.id);
     const [first, second] = [await pool.connect(), await pool.connect()];
@@ -573,6 +584,12 @@ describe("through GraphQL", () => {
     expectCode(invalid.body, "sealCall", "invalid_sale");
     expect(invalid.body.errors[0].message).toMatch(/currency/);
     expect(await revenueCounts(getRootPool(), f.site.id)).toEqual(before);
+  });
+
+  test("updateOfflineConversionQueueAttribution: an editor gets the count, a viewer is forbidden", async () => {
+    const REFRESH = "mutation($s: UUID!) { updateOfflineConversionQueueAttribution(input: {siteId: $s}) { result } }";
+    expect((await service.graphql(REFRESH, { s: f.site.id }, editorToken)).body).toEqual({ data: { updateOfflineConversionQueueAttribution: { result: 0 } } });
+    expectCode((await service.graphql(REFRESH, { s: f.site.id }, f.viewerKey.key)).body, "updateOfflineConversionQueueAttribution", "forbidden");
   });
 
   test("confirmSaleAndEnqueue: the sale, then sale_exists for its external_id, unknown_session for another site's session", async () => {

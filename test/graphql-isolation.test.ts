@@ -80,6 +80,8 @@ async function createTenant(label: string): Promise<Tenant> {
     await client.query("select app_public.seal_call($1, $2, 300)", [site.id, callRowId]);
     const customerId = label === "Alpha" ? "1111111111" : "2222222222";
     await client.query("select app_public.create_destination($1, 'datamanager', $2, '123456')", [site.id, customerId]);
+    // A right-to-erasure request (of a visitor who never came, so nothing of the fixture goes).
+    await client.query("select app_public.request_erasure($1, 'visitor_id', $2)", [site.id, `gone_${label}`]);
     const { rows: [counts] } = await client.query(
       `select (select count(*) from app_public.sales where site_id = $1)::int as sales,
               (select count(*) from app_public.offline_conversion_queue where site_id = $1)::int as queue,
@@ -336,6 +338,7 @@ beforeAll(async () => {
     allSales { nodes { id rowId siteId externalId } }
     allOfflineConversionQueues { nodes { id rowId siteId saleId provider kind } }
     allDestinations { nodes { id rowId siteId customerId } }
+    allErasureRequests { nodes { id rowId siteId subjectHash } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
@@ -356,6 +359,7 @@ beforeAll(async () => {
     Sale: d.allSales.nodes.filter((n: any) => n.siteId === B.siteId),
     OfflineConversionQueue: d.allOfflineConversionQueues.nodes.filter((n: any) => n.siteId === B.siteId),
     Destination: d.allDestinations.nodes.filter((n: any) => n.siteId === B.siteId),
+    ErasureRequest: d.allErasureRequests.nodes.filter((n: any) => n.siteId === B.siteId),
   };
   expect(recordsOfB.Call).toHaveLength(1);
   // B's owner sees B's revenue rows: the CRM's sale and the sealed call's, their conversions, one action and conversation.

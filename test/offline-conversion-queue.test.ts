@@ -14,7 +14,7 @@ import {
   addMember, becomeRoot, becomeUser, closeRootPool, createApiKey, createUser, getRootPool, sqlState, unique, withRootDb,
 } from "./helpers/db";
 import {
-  createTrackedSite, HOUR, ingest, LANDING, pageview, Queryable, recordCall, revenueCounts, revenueSnapshot, sessionOf, TrackedSite,
+  createTrackedSite, HOUR, ingest, newUser, LANDING, pageview, Queryable, recordCall, revenueCounts, revenueSnapshot, sessionOf, TrackedSite,
   uploadJob, visitorId,
 } from "./helpers/revenue";
 
@@ -103,7 +103,7 @@ async function dbNow(db: Queryable): Promise<number> {
 const committedSites: string[] = [];
 async function committedSite(): Promise<TrackedSite> {
   const pool = getRootPool();
-  const owner = await createUser(pool as never);
+  const owner = await newUser(pool);
   const site = await createTrackedSite(pool, owner);
   committedSites.push(site.id);
   return site;
@@ -399,6 +399,58 @@ describe("claiming due conversions", () => {
       expect(await claim(client, site.id, 2000, "w", 10)).toHaveLength(1);
     });
   });
+
+  /*
+   * The range check must hold for null too: a null limit would claim every due row at once, and
+   * a null lease leaves rows "processing" with no locked_until, which no later claim can ever
+   * take back (locked_until < now() is never true for null).
+   */
+  test.each([
+    ["a null limit", null, 300],
+    ["a null lease", 10, null],
+  ])("%s is refused (22023) and claims nothing", async (_what, limit, lease) => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      for (let i = 0; i < 3; i++) await confirmSale(client, site.id);
+      const state = await sqlState(client, () => client.query(
+        "select * from app_private.claim_offline_conversion_jobs('google', $1, $2, 'w', $3)", [limit, site.id, lease]));
+      expect(state).toBe("22023");
+      expect((await queueRows(client, site.id)).map((r) => [r.status, r.locked_until])).toEqual(Array(3).fill(["pending", null]));
+    });
+  });
+});
+
+/* ------------------------------------------------------------------ requests */
+
+describe("requests (the visitor role)", () => {
+  test("cannot claim, withdraw or write queue rows, sales or identifiers directly, whatever their role", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const adminKey = await createApiKey(client, site.id, "admin");
+      const sale = await confirmSale(client, site.id);
+      const before = await revenueSnapshot(client, site.id);
+      for (const identity of [{ userId: owner }, { apiKeyId: adminKey.id }]) {
+        await becomeUser(client, identity);
+        const attempts: [string, () => Promise<unknown>][] = [
+          ["claim", () => claim(client, site.id, 10, "intruder")],
+          ["withdraw", () => client.query("select app_private.withdraw_conversion($1, $2)", [site.id, sale.id])],
+          ["queue update", () => client.query("update app_public.offline_conversion_queue set status = 'accepted' where site_id = $1", [site.id])],
+          ["queue insert", () => client.query(
+            `insert into app_public.offline_conversion_queue (site_id, sale_id, order_id, conversion_at, value, currency, ad_user_data, ad_personalization)
+             values ($1, $2, 'x', now(), 1, 'TRY', 'granted', 'granted')`, [site.id, sale.id])],
+          ["sale update", () => client.query("update app_public.sales set amount = 0 where site_id = $1", [site.id])],
+          ["identifiers read", () => client.query("select * from app_private.sale_identifiers")],
+        ];
+        for (const [what, attempt] of attempts) {
+          expect({ identity, what, state: await sqlState(client, attempt) }).toEqual({ identity, what, state: "42501" });
+        }
+        await becomeRoot(client);
+      }
+      expect(await revenueSnapshot(client, site.id)).toEqual(before);
+    });
+  });
 });
 
 /* ------------------------------------------------------------------ late attribution */
@@ -439,6 +491,54 @@ describe("update_offline_conversion_queue_attribution", () => {
       expect(jobAfter!.revision).toBeGreaterThan(jobBefore!.revision);
       // Once filled, a second run changes nothing.
       expect(await refresh(client, site.id)).toBe(0);
+    });
+  });
+
+  /*
+   * A session's attribution comes from its earliest event, and its id is derived from that
+   * event too: a late event that re-attributes a session (an earlier ad click) also gives the
+   * visit a new session id, and the old id disappears. A sale (or call) that named the old
+   * session must still find the click id of the visit it belonged to.
+   */
+  test("a late ad click that re-attributes the session a sale named reaches its pending conversion", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const now = await dbNow(client);
+      const visitor = visitorId("resessioned");
+      const landing = pageview(visitor, now - HOUR, LANDING);
+      await ingest(client, site, [landing]);
+      const before = await sessionOf(client, site, landing);
+      expect(before).toMatchObject({ attribution_tier: "S5", click_id: null });
+      const sale = await confirmSale(client, site.id, { sessionId: before.id, occurredAt: new Date(now - 30 * 60_000) });
+      expect(sale).toMatchObject({ session_id: before.id, attribution_tier: "S5", click_id: null });
+
+      // Ten minutes before the landing, the visitor clicked an ad; that event arrives late.
+      await ingest(client, site, [pageview(visitor, now - HOUR - 10 * 60_000, `${LANDING}?gclid=G_resessioned`)]);
+      const after = await sessionOf(client, site, landing);
+      expect(after).toMatchObject({ attribution_tier: "S1", click_id: "G_resessioned" });
+
+      expect(await refresh(client, site.id)).toBe(1);
+      expect(await queueRowOf(client, site.id, sale.id)).toMatchObject({ click_id: "G_resessioned", click_id_type: "gclid" });
+    });
+  });
+
+  test("the same for a sale of a call that was matched to that session", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const now = await dbNow(client);
+      const visitor = visitorId("recalled");
+      const landing = pageview(visitor, now - HOUR, LANDING);
+      await ingest(client, site, [landing]);
+      const call = await recordCall(client, site.id, { session_id: (await sessionOf(client, site, landing)).id });
+      const sale = await confirmSale(client, site.id, { callId: call.call_id });
+      expect(sale).toMatchObject({ call_id: call.id, attribution_tier: "S5", click_id: null });
+      await ingest(client, site, [pageview(visitor, now - HOUR - 10 * 60_000, `${LANDING}?gclid=G_recalled`)]);
+      expect(await sessionOf(client, site, landing)).toMatchObject({ attribution_tier: "S1", click_id: "G_recalled" });
+
+      expect(await refresh(client, site.id)).toBe(1);
+      expect(await queueRowOf(client, site.id, sale.id)).toMatchObject({ click_id: "G_recalled", click_id_type: "gclid" });
     });
   });
 
@@ -544,7 +644,7 @@ describe("withdrawal when a sealed call is undone", () => {
     });
   });
 
-  test.each(["processing", "sent", "accepted"])("a %s conversion stays as it is and gets a retraction with the same order id, and a job", async (status) => {
+  test.each(["processing", "sent", "accepted"])("a conversion Google may have (%s) stays as it is and gets a retraction with the same order id, and a job", async (status) => {
     await withRootDb(async (client) => {
       const owner = await createUser(client);
       const site = await createTrackedSite(client, owner);
@@ -563,6 +663,11 @@ describe("withdrawal when a sealed call is undone", () => {
         currency: conversion!.currency, conversion_at: conversion!.conversion_at, attempts: 0,
       });
       expect(await uploadJob(client, site.id)).toMatchObject({ payload: { site_id: site.id, provider: "google" } });
+      if (status === "processing") {
+        // A retraction never overtakes its conversion: it waits while the conversion is in flight.
+        expect(await claim(client, site.id, 10, "w")).toEqual([]);
+        await client.query("update app_public.offline_conversion_queue set status = 'accepted' where sale_id = $1 and kind = 'conversion'", [saleId]);
+      }
       expect((await claim(client, site.id, 10, "w")).map((r) => r.kind)).toEqual(["retraction"]);
     });
   });

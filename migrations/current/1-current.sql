@@ -227,8 +227,13 @@ begin
      limit 1;
   end if;
   if v_session.id is null and v_call.id is null and resolve_sale_attribution.visitor_id is not null then
+    -- By the raw id (analytics consent) or by the daily hash of any day whose salt remains.
     select * into v_session from app_public.sessions s
-     where s.site_id = resolve_sale_attribution.site_id and s.visitor_key = resolve_sale_attribution.visitor_id
+     where s.site_id = resolve_sale_attribution.site_id
+       and s.visitor_key = any (array[resolve_sale_attribution.visitor_id] || array(
+             select 'h:' || pg_catalog.encode(pg_catalog.substr(public.hmac(pg_catalog.convert_to(resolve_sale_attribution.site_id::text || '/'
+                      || resolve_sale_attribution.visitor_id, 'UTF8'), d.salt, 'sha256'), 1, 16), 'hex')
+               from app_private.daily_salts d))
        and s.started_at <= resolve_sale_attribution.at and s.started_at > resolve_sale_attribution.at - interval '90 days'
      order by s.started_at desc, s.first_event_id desc
      limit 1;
@@ -348,9 +353,11 @@ begin
     values (site.id, v_sale.id, app_hidden.identifier_sha256(v_email), app_hidden.identifier_sha256(v_phone));
   end if;
 
+  -- What is known of the visitor's consent, with the CRM's own record (if any) laid over it:
+  -- a signal the CRM does not mention keeps its known value.
   perform app_private.enqueue_conversion(v_sale,
-    coalesce(record_sale.consent, app_private.conversion_consent(site, coalesce(record_sale.visitor_id, v_attribution.session_visitor_id),
-                                                                 v_attribution.attributed_session_id)));
+    app_private.conversion_consent(site, coalesce(record_sale.visitor_id, v_attribution.session_visitor_id), v_attribution.attributed_session_id)
+    || coalesce(record_sale.consent, '{}'));
   return v_sale;
 end;
 $$;
@@ -435,3 +442,13 @@ as $$
 $$;
 comment on function app_public.destinations_conversion_totals(app_public.destinations) is
   E'How many of the conversions sent to this destination are pending a retry, in flight, sent (awaiting Google''s processing), accepted, failed or cancelled.';
+
+/* A national trunk prefix written as "(0)" after the country code is not part of the E.164 number. */
+create or replace function app_hidden.normalize_phone(phone text) returns text
+  language sql immutable strict parallel safe
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  select case when v.p ~ '^\+[1-9][0-9]{6,14}$' then v.p end
+    from (select pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.btrim(phone), '\(0\)', '', 'g'),
+                                                                     '[[:space:]().-]', '', 'g'), '^00', '+') as p) v;
+$$;

@@ -21,6 +21,12 @@ export interface TrackedSite {
   publicKey: string;
 }
 
+/** A user, through any connection (a pool for committed fixtures, or a test's client). */
+export async function newUser(db: Queryable): Promise<string> {
+  const { rows } = await db.query("insert into app_public.users (email) values ($1) returning id", [`${unique("revenue")}@example.com`]);
+  return rows[0].id;
+}
+
 /** A site on shop.example that accepts tracker events from its origin, without a rate limit. */
 export async function createTrackedSite(db: Queryable, ownerId: string,
   { consentMode = "required", currency = "TRY" }: { consentMode?: "required" | "implied"; currency?: string } = {}): Promise<TrackedSite> {
