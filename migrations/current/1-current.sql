@@ -452,3 +452,43 @@ as $$
     from (select pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.btrim(phone), '\(0\)', '', 'g'),
                                                                      '[[:space:]().-]', '', 'g'), '^00', '+') as p) v;
 $$;
+
+/* The CSV lists only rows that still have their gclid (an erasure strips it), and says it cannot retract. */
+create or replace function app_private.oci_export_lines(site_id uuid, conversion_name text)
+  returns setof text
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  v_site app_public.sites;
+begin
+  select * into v_site from app_public.sites s where s.id = oci_export_lines.site_id;
+  if v_site.id is null then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  if exists (select 1 from app_public.destinations d where d.site_id = v_site.id and d.status <> 'paused') then
+    return;  -- an API rail delivers this site's conversions; a CSV as well would count them twice
+  end if;
+  update app_public.offline_conversion_queue q
+     set status = 'sent', request_id = 'csv', sent_at = pg_catalog.now(), last_error_code = null, last_error_message = null
+   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'pending' and q.click_id_type = 'gclid'
+     and q.conversion_at > pg_catalog.now() - interval '90 days';
+  -- A scheduled import cannot retract: such a retraction says so instead of waiting for ever.
+  update app_public.offline_conversion_queue q
+     set status = 'failed', last_error_code = 'RETRACTION_UNSUPPORTED',
+         last_error_message = 'Google''s scheduled CSV import cannot retract a conversion; remove it in Google Ads.'
+   where q.site_id = v_site.id and q.kind = 'retraction' and q.status = 'pending';
+  return next 'Parameters:TimeZone=' || v_site.timezone;
+  return next 'Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,Ad User Data,Ad Personalization';
+  return query
+  select pg_catalog.concat_ws(',', q.click_id, app_private.csv_field(oci_export_lines.conversion_name),
+           pg_catalog.to_char(q.conversion_at at time zone v_site.timezone, 'YYYY-MM-DD HH24:MI:SS'), q.value::text, q.currency,
+           case q.ad_user_data when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end,
+           case q.ad_personalization when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end)
+    from app_public.offline_conversion_queue q
+   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'sent' and q.request_id = 'csv'
+     and q.conversion_at > pg_catalog.now() - interval '90 days'
+     and q.click_id is not null and q.click_id_type = 'gclid'
+   order by q.conversion_at, q.id;
+end;
+$$;

@@ -16,6 +16,9 @@ drop function if exists app_private.carry_out_erasure(uuid, uuid) cascade;
 drop function if exists app_private.retention_cleanup() cascade;
 drop function if exists app_public.set_data_retention(uuid, integer) cascade;
 drop table if exists app_private.erasure_subjects cascade;
+drop function if exists app_private.count_event_removals(uuid, text, timestamptz[]) cascade;
+drop table if exists app_private.event_removals cascade;
+drop function if exists app_private.tg__forget_site_tracking() cascade;
 drop table if exists app_public.erasure_requests cascade;
 drop type if exists app_private.subject_link_set cascade;
 
@@ -159,6 +162,37 @@ $$;
 comment on function app_private.subject_links(uuid, text, text) is
   E'Every visitor, session, call, sale and consent record linked to a subject on a site.';
 
+/*
+ * Events removed for privacy (erasure, retention), counted per site, month and reason, so the
+ * billing reconciliation can still account for every ledger row: stored + removed = ledger.
+ */
+create table app_private.event_removals (
+  site_id uuid not null,
+  period date not null,
+  reason text not null constraint event_removals_reason check (reason in ('erasure', 'retention')),
+  events bigint not null default 0,
+  primary key (site_id, period, reason)
+);
+comment on table app_private.event_removals is E'How many events of a site and month were deleted for privacy, and why (no personal data).';
+alter table app_private.event_removals enable row level security;
+
+create function app_private.count_event_removals(site_id uuid, reason text, occurred timestamptz[]) returns bigint
+  language sql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+  with groups as (
+    select pg_catalog.date_trunc('month', o at time zone 'UTC')::date as period, count(*) as events
+      from unnest(count_event_removals.occurred) o
+     group by 1
+  ), counted as (
+    insert into app_private.event_removals as r (site_id, period, reason, events)
+    select count_event_removals.site_id, g.period, count_event_removals.reason, g.events from groups g
+    on conflict (site_id, period, reason) do update set events = r.events + excluded.events
+  )
+  select coalesce(sum(g.events), 0)::bigint from groups g;
+$$;
+comment on function app_private.count_event_removals(uuid, text, timestamptz[]) is E'Adds deleted events to the per-month removal counts; returns how many.';
+
 /* ---------------------------------------------------------------- access */
 
 create function app_public.export_subject_data(site_id uuid, kind text, value text) returns jsonb
@@ -273,6 +307,12 @@ begin
   select * into v_request from app_public.erasure_requests r
    where r.site_id = request_erasure.site_id and r.subject_hash = v_hash and r.status in ('pending', 'running', 'failed');
   if v_request.id is not null then
+    if v_request.status = 'failed' then
+      -- Its job may have used up its attempts: asking again starts it afresh.
+      perform graphile_worker.add_job('carry_out_erasure',
+        pg_catalog.json_build_object('site_id', v_request.site_id, 'request_id', v_request.id),
+        job_key => 'carry_out_erasure:' || v_request.id::text, max_attempts => 25);
+    end if;
     return v_request;
   end if;
   insert into app_public.erasure_requests (site_id, subject_kind, subject_hash, requested_by_user_id, requested_by_api_key_id)
@@ -317,9 +357,13 @@ begin
    where e.site_id = v_request.site_id and e.request_id = v_request.id;
   v := app_private.subject_links(v_request.site_id, v_request.subject_kind, v_subject);
 
-  delete from app_public.events e
-   where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids));
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
+  with deleted as (
+    delete from app_public.events e
+     where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids))
+    returning e.occurred_at
+  )
+  select app_private.count_event_removals(v_request.site_id, 'erasure', array(select occurred_at from deleted)) into v_count;
+  v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
   delete from app_public.sessions s
    where s.site_id = v_request.site_id and (s.visitor_key = any(v.visitor_keys) or s.id = any(v.session_ids));
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sessions_deleted', v_count);
@@ -413,18 +457,21 @@ declare
 begin
   for v_site in select s.id, s.data_retention_months from app_public.sites s loop
     if v_site.data_retention_months < 13 then
-      delete from app_public.events e
-       where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
-      get diagnostics v_count = row_count;
+      with deleted as (
+        delete from app_public.events e
+         where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
+        returning e.occurred_at
+      )
+      select app_private.count_event_removals(v_site.id, 'retention', array(select occurred_at from deleted)) into v_count;
       v_result := pg_catalog.jsonb_set(v_result, '{events_deleted}', pg_catalog.to_jsonb((v_result ->> 'events_deleted')::int + v_count));
       delete from app_public.sessions s
        where s.site_id = v_site.id and s.ended_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
       get diagnostics v_count = row_count;
       v_result := pg_catalog.jsonb_set(v_result, '{sessions_deleted}', pg_catalog.to_jsonb((v_result ->> 'sessions_deleted')::int + v_count));
     end if;
-    update app_public.calls c set caller = null, visitor_id = null, gclid = null
+    update app_public.calls c set caller = null, visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null
      where c.site_id = v_site.id and c.started_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
-       and (c.caller is not null or c.visitor_id is not null or c.gclid is not null);
+       and (c.caller is not null or c.visitor_id is not null or c.gclid is not null or c.click_id is not null or c.session_id is not null);
     get diagnostics v_count = row_count;
     v_result := pg_catalog.jsonb_set(v_result, '{calls_stripped}', pg_catalog.to_jsonb((v_result ->> 'calls_stripped')::int + v_count));
   end loop;
@@ -433,13 +480,24 @@ begin
   get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('consents_deleted', v_count);
   -- Hashed identifiers and click ids are needed only until Google has the conversion (and a
   -- retraction could still follow): 90 days after the conversion's final state.
-  delete from app_private.sale_identifiers i
-   where not exists (select 1 from app_public.offline_conversion_queue q
-                      where q.site_id = i.site_id and q.sale_id = i.sale_id
-                        and (q.status in ('pending', 'processing', 'sent') or q.updated_at > pg_catalog.now() - interval '90 days'));
-  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+  -- (A row handed to Google's scheduled CSV import stays sent: it counts as final too.)
+  with done as (
+    delete from app_private.sale_identifiers i
+     where not exists (select 1 from app_public.offline_conversion_queue q
+                        where q.site_id = i.site_id and q.sale_id = i.sale_id
+                          and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
+                               or q.updated_at > pg_catalog.now() - interval '90 days'))
+    returning i.site_id, i.sale_id
+  ), stripped as (
+    -- Once its identifiers go, nothing personal stays linked to the sale either.
+    update app_public.sales s set visitor_id = null, gclid = null, click_id = null, click_id_type = null
+      from done where s.site_id = done.site_id and s.id = done.sale_id
+  )
+  select count(*) into v_count from done;
+  v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
   update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
-   where q.status in ('accepted', 'failed', 'cancelled') and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
+   where (q.status in ('accepted', 'failed', 'cancelled') or (q.status = 'sent' and q.request_id = 'csv'))
+     and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
   get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('conversion_click_ids_stripped', v_count);
   return v_result;
 end;
@@ -450,3 +508,91 @@ comment on function app_private.retention_cleanup() is
 -- Whole partitions of events and sessions older than 13 months go at partition maintenance.
 update partman.part_config set retention = '13 months', retention_keep_table = false, retention_keep_index = false
  where parent_table in ('app_public.events', 'app_public.sessions');
+
+/* ---------------------------------------------------------------- reconciliation */
+
+do $$
+begin
+  if not exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = 'app_public.billing_reconciliation_result'::regclass
+                  and a.attname = 'events_removed' and not a.attisdropped) then
+    alter type app_public.billing_reconciliation_result add attribute events_removed bigint;
+  end if;
+end;
+$$;
+comment on type app_public.billing_reconciliation_result is
+  E'Ledger vs events (stored, plus removed for privacy) vs frozen snapshot for one site and month; drift names every disagreement (empty when all agree).';
+
+create or replace function app_public.billing_reconciliation(site_id uuid, period date) returns app_public.billing_reconciliation_result
+  language plpgsql stable strict security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  r app_public.billing_reconciliation_result;
+  v_snapshot app_public.invoice_snapshots;
+  v_bounds record;
+begin
+  perform app_private.assert_billing_access(billing_reconciliation.site_id, 'reconcile');
+  r.site_id := billing_reconciliation.site_id;
+  r.period := app_private.period_start(billing_reconciliation.period);
+  v_bounds := app_private.period_bounds(r.period);
+  r.drift := '{}';
+  select pg_catalog.count(*) filter (where l.billable), pg_catalog.count(*) filter (where not l.billable)
+    into r.ledger_billable, r.ledger_non_billable
+    from app_public.ingest_idempotency l
+   where l.site_id = r.site_id and l.occurred_at >= v_bounds.starts_at and l.occurred_at < v_bounds.ends_at;
+  select pg_catalog.count(*) into r.events_stored
+    from app_public.events e
+   where e.site_id = r.site_id and e.occurred_at >= v_bounds.starts_at and e.occurred_at < v_bounds.ends_at;
+  -- Events erased or past their retention are gone from events but still in the ledger (it holds
+  -- no personal data): they are counted, so they are not drift.
+  select coalesce(sum(x.events), 0) into r.events_removed
+    from app_private.event_removals x where x.site_id = r.site_id and x.period = r.period;
+  if r.events_stored + r.events_removed <> r.ledger_billable + r.ledger_non_billable then
+    r.drift := r.drift || pg_catalog.format('events: %s stored and %s removed for privacy, but the ledger has %s rows',
+                                            r.events_stored, r.events_removed, r.ledger_billable + r.ledger_non_billable);
+  end if;
+  select * into v_snapshot from app_public.invoice_snapshots s where s.site_id = r.site_id and s.period = r.period;
+  r.frozen := v_snapshot.site_id is not null;
+  if r.frozen then
+    r.snapshot_billable := v_snapshot.billable_events;
+    r.snapshot_digest := v_snapshot.ledger_digest;
+    r.ledger_digest := app_private.compute_ledger_digest(r.site_id, r.period);
+    if v_snapshot.billable_events <> r.ledger_billable then
+      r.drift := r.drift || pg_catalog.format('snapshot: %s billable events invoiced, the ledger now has %s',
+                                              v_snapshot.billable_events, r.ledger_billable);
+    end if;
+    if v_snapshot.ledger_digest <> r.ledger_digest then
+      r.drift := r.drift || 'snapshot: the ledger no longer hashes to the frozen digest'::text;
+    end if;
+  end if;
+  return r;
+end;
+$$;
+
+/* ---------------------------------------------------------------- loose ends */
+
+-- A CRM may use an email or phone number as its order id: the audit log keeps the sale's id, not that.
+drop trigger if exists _500_audit on app_public.sales;
+create trigger _500_audit after insert or update or delete on app_public.sales
+  for each row execute function app_private.tg__audit('site_id', 'id', '-external_id', '-visitor_id', '-gclid', '-click_id');
+
+/*
+ * Events, sessions and the ledger are partitioned and carry no foreign key to sites: deleting a
+ * site removes them here. (A site with frozen invoices cannot be deleted at all.)
+ */
+create function app_private.tg__forget_site_tracking() returns trigger
+  language plpgsql volatile
+  set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+  delete from app_public.events e where e.site_id = old.id;
+  delete from app_public.sessions s where s.site_id = old.id;
+  delete from app_public.ingest_idempotency l where l.site_id = old.id;
+  delete from app_private.event_removals r where r.site_id = old.id;
+  return null;
+end;
+$$;
+comment on function app_private.tg__forget_site_tracking() is E'Deletes a deleted site''s events, sessions and ledger rows (partitioned tables carry no foreign key).';
+drop trigger if exists _900_forget_tracking on app_public.sites;
+create trigger _900_forget_tracking after delete on app_public.sites
+  for each row execute function app_private.tg__forget_site_tracking();
