@@ -484,8 +484,8 @@ describe("refused requests write nothing", () => {
     await flushDenials();
     const { rows } = await getRootPool().query(
       `select action, target_table, target_id, actor_api_key_id from app_public.audit_log
-        where site_id = $1 and action like 'denied:%' and target_id = $2`, [site.id, body.external_id]);
-    expect(rows).toEqual([{ action: "denied:confirm_sale", target_table: "sales", target_id: body.external_id, actor_api_key_id: viewerKeyId }]);
+        where site_id = $1 and action like 'denied:%' and target_id = $2`, [site.id, site.id]);
+    expect(rows).toEqual([{ action: "denied:confirm_sale", target_table: "sales", target_id: site.id, actor_api_key_id: viewerKeyId }]);
   });
 
   test("a dashboard token of a viewer or of a stranger is 403 forbidden", async () => {

@@ -492,3 +492,28 @@ begin
    order by q.conversion_at, q.id;
 end;
 $$;
+
+create or replace function app_public.confirm_sale_and_enqueue(
+  site_id uuid, external_id text, amount numeric, currency text, occurred_at timestamptz,
+  session_id uuid default null, visitor_id text default null, call_id text default null, gclid text default null,
+  email text default null, phone text default null, consent jsonb default null
+) returns app_public.sales
+  language plpgsql volatile security definer
+  set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+  v_site app_public.sites;
+begin
+  -- The target is the site: a CRM's order id may be an email, which a denial's audit row must not keep.
+  perform app_private.assert_caller_role(confirm_sale_and_enqueue.site_id, 'editor', 'confirm_sale', 'sales', confirm_sale_and_enqueue.site_id::text);
+  select * into v_site from app_public.sites s where s.id = confirm_sale_and_enqueue.site_id;
+  if v_site.id is null then
+    raise exception using errcode = 'OMNSS', message = 'No such site.';
+  end if;
+  return app_private.record_sale(v_site, confirm_sale_and_enqueue.external_id, confirm_sale_and_enqueue.amount,
+    pg_catalog.upper(confirm_sale_and_enqueue.currency), confirm_sale_and_enqueue.occurred_at, confirm_sale_and_enqueue.session_id,
+    confirm_sale_and_enqueue.visitor_id, confirm_sale_and_enqueue.call_id, confirm_sale_and_enqueue.gclid,
+    confirm_sale_and_enqueue.email, confirm_sale_and_enqueue.phone, confirm_sale_and_enqueue.consent, null);
+end;
+$$;
+

@@ -8,7 +8,7 @@
  * data, so invoices and reconciliation stay exact.
  */
 drop function if exists app_private.subject_links(uuid, text, text) cascade;
-drop function if exists app_private.subject_hash(uuid, text, text) cascade;
+drop function if exists app_private.hash_subject(uuid, text, text) cascade;
 drop function if exists app_private.normalize_subject(text, text) cascade;
 drop function if exists app_public.export_subject_data(uuid, text, text) cascade;
 drop function if exists app_public.request_erasure(uuid, text, text) cascade;
@@ -58,14 +58,14 @@ $$;
 comment on function app_private.normalize_subject(text, text) is E'A subject''s value in canonical form; OMSUB for an unknown kind or a malformed value.';
 
 /* What a receipt keeps of the subject: an HMAC with the site's secret salt (proves which subject, reveals nothing). */
-create function app_private.subject_hash(site_id uuid, kind text, normalized text) returns text
+create function app_private.hash_subject(site_id uuid, kind text, normalized text) returns text
   language sql stable
   set search_path to pg_catalog, public, pg_temp
 as $$
   select pg_catalog.encode(public.hmac(pg_catalog.convert_to(kind || ':' || normalized, 'UTF8'), s.salt, 'sha256'), 'hex')
-    from app_private.site_salts s where s.site_id = subject_hash.site_id;
+    from app_private.site_salts s where s.site_id = hash_subject.site_id;
 $$;
-comment on function app_private.subject_hash(uuid, text, text) is E'HMAC-SHA256 of kind:value with the site''s secret salt.';
+comment on function app_private.hash_subject(uuid, text, text) is E'HMAC-SHA256 of kind:value with the site''s secret salt.';
 
 create type app_private.subject_link_set as (
   visitor_ids text[],
@@ -302,7 +302,7 @@ begin
   if not exists (select 1 from app_public.sites s where s.id = request_erasure.site_id) then
     raise exception using errcode = 'OMNSS', message = 'No such site.';
   end if;
-  v_hash := app_private.subject_hash(request_erasure.site_id, request_erasure.kind, v_normalized);
+  v_hash := app_private.hash_subject(request_erasure.site_id, request_erasure.kind, v_normalized);
   -- Asking again while one is under way is the same request.
   select * into v_request from app_public.erasure_requests r
    where r.site_id = request_erasure.site_id and r.subject_hash = v_hash and r.status in ('pending', 'running', 'failed');
@@ -402,12 +402,25 @@ begin
       perform app_private.enqueue_upload(v_conversion.site_id, v_conversion.provider);
     end if;
   end loop;
-  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
-   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.click_id is not null;
+  -- Google's error messages may quote what was sent: they go with the click ids.
+  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null, last_error_message = null
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and (q.click_id is not null or q.last_error_message is not null);
   update app_public.sales s
      set visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null, session_event_id = null
    where s.site_id = v_request.site_id and s.id = any(v.sale_ids);
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sales_stripped', v_count);
+  -- A CRM may have used the subject itself (an email, a phone number) as its order id: such ids
+  -- are replaced, except on a retraction still waiting to tell Google which order to withdraw.
+  update app_public.sales s set external_id = 'erased:' || s.id::text
+   where s.site_id = v_request.site_id and s.id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(s.external_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(s.external_id) = v_subject or app_hidden.normalize_phone(s.external_id) = v_subject);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('order_ids_replaced', v_count);
+  update app_public.offline_conversion_queue q set order_id = 'erased:' || q.sale_id::text
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(q.order_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(q.order_id) = v_subject or app_hidden.normalize_phone(q.order_id) = v_subject)
+     and not (q.kind = 'retraction' and q.status in ('pending', 'processing'));
 
   delete from app_private.erasure_subjects e where e.site_id = v_request.site_id and e.request_id = v_request.id;
   update app_public.erasure_requests r
@@ -456,7 +469,9 @@ declare
   v_result jsonb := '{"events_deleted": 0, "sessions_deleted": 0, "calls_stripped": 0}';
 begin
   for v_site in select s.id, s.data_retention_months from app_public.sites s loop
-    if v_site.data_retention_months < 13 then
+    -- (pg_partman drops whole partitions past 13 months; rows in the default partition, and
+    -- sites that keep less, are deleted here.)
+    begin
       with deleted as (
         delete from app_public.events e
          where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
@@ -468,7 +483,7 @@ begin
        where s.site_id = v_site.id and s.ended_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
       get diagnostics v_count = row_count;
       v_result := pg_catalog.jsonb_set(v_result, '{sessions_deleted}', pg_catalog.to_jsonb((v_result ->> 'sessions_deleted')::int + v_count));
-    end if;
+    end;
     update app_public.calls c set caller = null, visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null
      where c.site_id = v_site.id and c.started_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
        and (c.caller is not null or c.visitor_id is not null or c.gclid is not null or c.click_id is not null or c.session_id is not null);
@@ -481,20 +496,20 @@ begin
   -- Hashed identifiers and click ids are needed only until Google has the conversion (and a
   -- retraction could still follow): 90 days after the conversion's final state.
   -- (A row handed to Google's scheduled CSV import stays sent: it counts as final too.)
-  with done as (
-    delete from app_private.sale_identifiers i
-     where not exists (select 1 from app_public.offline_conversion_queue q
-                        where q.site_id = i.site_id and q.sale_id = i.sale_id
-                          and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
-                               or q.updated_at > pg_catalog.now() - interval '90 days'))
-    returning i.site_id, i.sale_id
-  ), stripped as (
-    -- Once its identifiers go, nothing personal stays linked to the sale either.
-    update app_public.sales s set visitor_id = null, gclid = null, click_id = null, click_id_type = null
-      from done where s.site_id = done.site_id and s.id = done.sale_id
-  )
-  select count(*) into v_count from done;
-  v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+  delete from app_private.sale_identifiers i
+   where not exists (select 1 from app_public.offline_conversion_queue q
+                      where q.site_id = i.site_id and q.sale_id = i.sale_id
+                        and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
+                             or q.updated_at > pg_catalog.now() - interval '90 days'));
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+  -- On the same schedule, nothing personal stays linked to the sale either.
+  update app_public.sales s set visitor_id = null, gclid = null, click_id = null, click_id_type = null
+   where (s.visitor_id is not null or s.gclid is not null or s.click_id is not null)
+     and not exists (select 1 from app_public.offline_conversion_queue q
+                      where q.site_id = s.site_id and q.sale_id = s.id
+                        and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
+                             or q.updated_at > pg_catalog.now() - interval '90 days'));
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sales_stripped', v_count);
   update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
    where (q.status in ('accepted', 'failed', 'cancelled') or (q.status = 'sent' and q.request_id = 'csv'))
      and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
@@ -581,7 +596,7 @@ create trigger _500_audit after insert or update or delete on app_public.sales
  * site removes them here. (A site with frozen invoices cannot be deleted at all.)
  */
 create function app_private.tg__forget_site_tracking() returns trigger
-  language plpgsql volatile
+  language plpgsql volatile security definer
   set search_path to pg_catalog, public, pg_temp
 as $$
 begin
