@@ -115,14 +115,15 @@ CREATE TYPE app_public.billing_reconciliation_result AS (
 	snapshot_billable bigint,
 	snapshot_digest text,
 	ledger_digest text,
-	drift text[]
+	drift text[],
+	events_removed bigint
 );
 
 --
 -- Name: TYPE billing_reconciliation_result; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON TYPE app_public.billing_reconciliation_result IS 'Ledger vs events vs frozen snapshot for one site and month; drift names every disagreement (empty when all agree).';
+COMMENT ON TYPE app_public.billing_reconciliation_result IS 'Ledger vs events (stored, plus removed for privacy) vs frozen snapshot for one site and month; drift names every disagreement (empty when all agree).';
 
 --
 -- Name: conversion_totals; Type: TYPE; Schema: app_public; Owner: -
@@ -537,7 +538,8 @@ CREATE FUNCTION app_hidden.normalize_phone(phone text) RETURNS text
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
   select case when v.p ~ '^\+[1-9][0-9]{6,14}$' then v.p end
-    from (select pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.btrim(phone), '[[:space:]().-]', '', 'g'), '^00', '+') as p) v;
+    from (select pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.btrim(phone), '\(0\)', '', 'g'),
+                                                                     '[[:space:]().-]', '', 'g'), '^00', '+') as p) v;
 $_$;
 
 --
@@ -1170,9 +1172,13 @@ begin
    where e.site_id = v_request.site_id and e.request_id = v_request.id;
   v := app_private.subject_links(v_request.site_id, v_request.subject_kind, v_subject);
 
-  delete from app_public.events e
-   where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids));
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
+  with deleted as (
+    delete from app_public.events e
+     where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids))
+    returning e.occurred_at
+  )
+  select app_private.count_event_removals(v_request.site_id, 'erasure', array(select occurred_at from deleted)) into v_count;
+  v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
   delete from app_public.sessions s
    where s.site_id = v_request.site_id and (s.visitor_key = any(v.visitor_keys) or s.id = any(v.session_ids));
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sessions_deleted', v_count);
@@ -1211,12 +1217,25 @@ begin
       perform app_private.enqueue_upload(v_conversion.site_id, v_conversion.provider);
     end if;
   end loop;
-  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
-   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.click_id is not null;
+  -- Google's error messages may quote what was sent: they go with the click ids.
+  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null, last_error_message = null
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and (q.click_id is not null or q.last_error_message is not null);
   update app_public.sales s
      set visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null, session_event_id = null
    where s.site_id = v_request.site_id and s.id = any(v.sale_ids);
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sales_stripped', v_count);
+  -- A CRM may have used the subject itself (an email, a phone number) as its order id: such ids
+  -- are replaced, except on a retraction still waiting to tell Google which order to withdraw.
+  update app_public.sales s set external_id = 'erased:' || s.id::text
+   where s.site_id = v_request.site_id and s.id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(s.external_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(s.external_id) = v_subject or app_hidden.normalize_phone(s.external_id) = v_subject);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('order_ids_replaced', v_count);
+  update app_public.offline_conversion_queue q set order_id = 'erased:' || q.sale_id::text
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(q.order_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(q.order_id) = v_subject or app_hidden.normalize_phone(q.order_id) = v_subject)
+     and not (q.kind = 'retraction' and q.status in ('pending', 'processing'));
 
   delete from app_private.erasure_subjects e where e.site_id = v_request.site_id and e.request_id = v_request.id;
   update app_public.erasure_requests r
@@ -1711,6 +1730,32 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Claimed queue rows in the shape the rails send.';
+
+--
+-- Name: count_event_removals(uuid, text, timestamp with time zone[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.count_event_removals(site_id uuid, reason text, occurred timestamp with time zone[]) RETURNS bigint
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  with groups as (
+    select pg_catalog.date_trunc('month', o at time zone 'UTC')::date as period, count(*) as events
+      from unnest(count_event_removals.occurred) o
+     group by 1
+  ), counted as (
+    insert into app_private.event_removals as r (site_id, period, reason, events)
+    select count_event_removals.site_id, g.period, count_event_removals.reason, g.events from groups g
+    on conflict (site_id, period, reason) do update set events = r.events + excluded.events
+  )
+  select coalesce(sum(g.events), 0)::bigint from groups g;
+$$;
+
+--
+-- Name: FUNCTION count_event_removals(site_id uuid, reason text, occurred timestamp with time zone[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.count_event_removals(site_id uuid, reason text, occurred timestamp with time zone[]) IS 'Adds deleted events to the per-month removal counts; returns how many.';
 
 --
 -- Name: create_site(uuid, text, text, text, bigint, integer, text[], text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2268,6 +2313,24 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.google_time(at timestamp with time zone, zone text) IS 'A time as Google''s conversion imports want it: yyyy-mm-dd hh:mm:ss+hh:mm in the given zone.';
+
+--
+-- Name: hash_subject(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.hash_subject(site_id uuid, kind text, normalized text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select pg_catalog.encode(public.hmac(pg_catalog.convert_to(kind || ':' || normalized, 'UTF8'), s.salt, 'sha256'), 'hex')
+    from app_private.site_salts s where s.site_id = hash_subject.site_id;
+$$;
+
+--
+-- Name: FUNCTION hash_subject(site_id uuid, kind text, normalized text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.hash_subject(site_id uuid, kind text, normalized text) IS 'HMAC-SHA256 of kind:value with the site''s secret salt.';
 
 --
 -- Name: ingest_cleanup(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2858,6 +2921,11 @@ begin
      set status = 'sent', request_id = 'csv', sent_at = pg_catalog.now(), last_error_code = null, last_error_message = null
    where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'pending' and q.click_id_type = 'gclid'
      and q.conversion_at > pg_catalog.now() - interval '90 days';
+  -- A scheduled import cannot retract: such a retraction says so instead of waiting for ever.
+  update app_public.offline_conversion_queue q
+     set status = 'failed', last_error_code = 'RETRACTION_UNSUPPORTED',
+         last_error_message = 'Google''s scheduled CSV import cannot retract a conversion; remove it in Google Ads.'
+   where q.site_id = v_site.id and q.kind = 'retraction' and q.status = 'pending';
   return next 'Parameters:TimeZone=' || v_site.timezone;
   return next 'Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,Ad User Data,Ad Personalization';
   return query
@@ -2868,6 +2936,7 @@ begin
     from app_public.offline_conversion_queue q
    where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'sent' and q.request_id = 'csv'
      and q.conversion_at > pg_catalog.now() - interval '90 days'
+     and q.click_id is not null and q.click_id_type = 'gclid'
    order by q.conversion_at, q.id;
 end;
 $$;
@@ -3537,9 +3606,11 @@ begin
     values (site.id, v_sale.id, app_hidden.identifier_sha256(v_email), app_hidden.identifier_sha256(v_phone));
   end if;
 
+  -- What is known of the visitor's consent, with the CRM's own record (if any) laid over it:
+  -- a signal the CRM does not mention keeps its known value.
   perform app_private.enqueue_conversion(v_sale,
-    coalesce(record_sale.consent, app_private.conversion_consent(site, coalesce(record_sale.visitor_id, v_attribution.session_visitor_id),
-                                                                 v_attribution.attributed_session_id)));
+    app_private.conversion_consent(site, coalesce(record_sale.visitor_id, v_attribution.session_visitor_id), v_attribution.attributed_session_id)
+    || coalesce(record_sale.consent, '{}'));
   return v_sale;
 end;
 $_$;
@@ -3747,8 +3818,13 @@ begin
      limit 1;
   end if;
   if v_session.id is null and v_call.id is null and resolve_sale_attribution.visitor_id is not null then
+    -- By the raw id (analytics consent) or by the daily hash of any day whose salt remains.
     select * into v_session from app_public.sessions s
-     where s.site_id = resolve_sale_attribution.site_id and s.visitor_key = resolve_sale_attribution.visitor_id
+     where s.site_id = resolve_sale_attribution.site_id
+       and s.visitor_key = any (array[resolve_sale_attribution.visitor_id] || array(
+             select 'h:' || pg_catalog.encode(pg_catalog.substr(public.hmac(pg_catalog.convert_to(resolve_sale_attribution.site_id::text || '/'
+                      || resolve_sale_attribution.visitor_id, 'UTF8'), d.salt, 'sha256'), 1, 16), 'hex')
+               from app_private.daily_salts d))
        and s.started_at <= resolve_sale_attribution.at and s.started_at > resolve_sale_attribution.at - interval '90 days'
      order by s.started_at desc, s.first_event_id desc
      limit 1;
@@ -3803,19 +3879,24 @@ declare
   v_result jsonb := '{"events_deleted": 0, "sessions_deleted": 0, "calls_stripped": 0}';
 begin
   for v_site in select s.id, s.data_retention_months from app_public.sites s loop
-    if v_site.data_retention_months < 13 then
-      delete from app_public.events e
-       where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
-      get diagnostics v_count = row_count;
+    -- (pg_partman drops whole partitions past 13 months; rows in the default partition, and
+    -- sites that keep less, are deleted here.)
+    begin
+      with deleted as (
+        delete from app_public.events e
+         where e.site_id = v_site.id and e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
+        returning e.occurred_at
+      )
+      select app_private.count_event_removals(v_site.id, 'retention', array(select occurred_at from deleted)) into v_count;
       v_result := pg_catalog.jsonb_set(v_result, '{events_deleted}', pg_catalog.to_jsonb((v_result ->> 'events_deleted')::int + v_count));
       delete from app_public.sessions s
        where s.site_id = v_site.id and s.ended_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months);
       get diagnostics v_count = row_count;
       v_result := pg_catalog.jsonb_set(v_result, '{sessions_deleted}', pg_catalog.to_jsonb((v_result ->> 'sessions_deleted')::int + v_count));
-    end if;
-    update app_public.calls c set caller = null, visitor_id = null, gclid = null
+    end;
+    update app_public.calls c set caller = null, visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null
      where c.site_id = v_site.id and c.started_at < pg_catalog.now() - pg_catalog.make_interval(months => v_site.data_retention_months)
-       and (c.caller is not null or c.visitor_id is not null or c.gclid is not null);
+       and (c.caller is not null or c.visitor_id is not null or c.gclid is not null or c.click_id is not null or c.session_id is not null);
     get diagnostics v_count = row_count;
     v_result := pg_catalog.jsonb_set(v_result, '{calls_stripped}', pg_catalog.to_jsonb((v_result ->> 'calls_stripped')::int + v_count));
   end loop;
@@ -3824,13 +3905,24 @@ begin
   get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('consents_deleted', v_count);
   -- Hashed identifiers and click ids are needed only until Google has the conversion (and a
   -- retraction could still follow): 90 days after the conversion's final state.
+  -- (A row handed to Google's scheduled CSV import stays sent: it counts as final too.)
   delete from app_private.sale_identifiers i
    where not exists (select 1 from app_public.offline_conversion_queue q
                       where q.site_id = i.site_id and q.sale_id = i.sale_id
-                        and (q.status in ('pending', 'processing', 'sent') or q.updated_at > pg_catalog.now() - interval '90 days'));
+                        and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
+                             or q.updated_at > pg_catalog.now() - interval '90 days'));
   get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+  -- On the same schedule, nothing personal stays linked to the sale either.
+  update app_public.sales s set visitor_id = null, gclid = null, click_id = null, click_id_type = null
+   where (s.visitor_id is not null or s.gclid is not null or s.click_id is not null)
+     and not exists (select 1 from app_public.offline_conversion_queue q
+                      where q.site_id = s.site_id and q.sale_id = s.id
+                        and ((q.status in ('pending', 'processing') or (q.status = 'sent' and q.request_id is distinct from 'csv'))
+                             or q.updated_at > pg_catalog.now() - interval '90 days'));
+  get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('sales_stripped', v_count);
   update app_public.offline_conversion_queue q set click_id = null, click_id_type = null
-   where q.status in ('accepted', 'failed', 'cancelled') and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
+   where (q.status in ('accepted', 'failed', 'cancelled') or (q.status = 'sent' and q.request_id = 'csv'))
+     and q.updated_at < pg_catalog.now() - interval '90 days' and q.click_id is not null;
   get diagnostics v_count = row_count; v_result := v_result || pg_catalog.jsonb_build_object('conversion_click_ids_stripped', v_count);
   return v_result;
 end;
@@ -3946,24 +4038,6 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.sites_with_due_conversions(provider text) IS 'Sites whose conversions are due for upload.';
-
---
--- Name: subject_hash(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
---
-
-CREATE FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) RETURNS text
-    LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  select pg_catalog.encode(public.hmac(pg_catalog.convert_to(kind || ':' || normalized, 'UTF8'), s.salt, 'sha256'), 'hex')
-    from app_private.site_salts s where s.site_id = subject_hash.site_id;
-$$;
-
---
--- Name: FUNCTION subject_hash(site_id uuid, kind text, normalized text); Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) IS 'HMAC-SHA256 of kind:value with the site''s secret salt.';
 
 --
 -- Name: subject_links(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4149,6 +4223,29 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg__audit() IS 'Records a row change in the audit chain. Trigger args: site id column, row id column, secret columns (redacted), -noise columns (omitted).';
+
+--
+-- Name: tg__forget_site_tracking(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg__forget_site_tracking() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  delete from app_public.events e where e.site_id = old.id;
+  delete from app_public.sessions s where s.site_id = old.id;
+  delete from app_public.ingest_idempotency l where l.site_id = old.id;
+  delete from app_private.event_removals r where r.site_id = old.id;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg__forget_site_tracking(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg__forget_site_tracking() IS 'Deletes a deleted site''s events, sessions and ledger rows (partitioned tables carry no foreign key).';
 
 --
 -- Name: tg__refuse_change(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4416,9 +4513,13 @@ begin
   select pg_catalog.count(*) into r.events_stored
     from app_public.events e
    where e.site_id = r.site_id and e.occurred_at >= v_bounds.starts_at and e.occurred_at < v_bounds.ends_at;
-  if r.events_stored <> r.ledger_billable + r.ledger_non_billable then
-    r.drift := r.drift || pg_catalog.format('events: %s stored, but the ledger has %s rows', r.events_stored,
-                                            r.ledger_billable + r.ledger_non_billable);
+  -- Events erased or past their retention are gone from events but still in the ledger (it holds
+  -- no personal data): they are counted, so they are not drift.
+  select coalesce(sum(x.events), 0) into r.events_removed
+    from app_private.event_removals x where x.site_id = r.site_id and x.period = r.period;
+  if r.events_stored + r.events_removed <> r.ledger_billable + r.ledger_non_billable then
+    r.drift := r.drift || pg_catalog.format('events: %s stored and %s removed for privacy, but the ledger has %s rows',
+                                            r.events_stored, r.events_removed, r.ledger_billable + r.ledger_non_billable);
   end if;
   select * into v_snapshot from app_public.invoice_snapshots s where s.site_id = r.site_id and s.period = r.period;
   r.frozen := v_snapshot.site_id is not null;
@@ -4455,7 +4556,8 @@ CREATE FUNCTION app_public.confirm_sale_and_enqueue(site_id uuid, external_id te
 declare
   v_site app_public.sites;
 begin
-  perform app_private.assert_caller_role(confirm_sale_and_enqueue.site_id, 'editor', 'confirm_sale', 'sales', confirm_sale_and_enqueue.external_id);
+  -- The target is the site: a CRM's order id may be an email, which a denial's audit row must not keep.
+  perform app_private.assert_caller_role(confirm_sale_and_enqueue.site_id, 'editor', 'confirm_sale', 'sales', confirm_sale_and_enqueue.site_id::text);
   select * into v_site from app_public.sites s where s.id = confirm_sale_and_enqueue.site_id;
   if v_site.id is null then
     raise exception using errcode = 'OMNSS', message = 'No such site.';
@@ -5015,11 +5117,17 @@ begin
   if not exists (select 1 from app_public.sites s where s.id = request_erasure.site_id) then
     raise exception using errcode = 'OMNSS', message = 'No such site.';
   end if;
-  v_hash := app_private.subject_hash(request_erasure.site_id, request_erasure.kind, v_normalized);
+  v_hash := app_private.hash_subject(request_erasure.site_id, request_erasure.kind, v_normalized);
   -- Asking again while one is under way is the same request.
   select * into v_request from app_public.erasure_requests r
    where r.site_id = request_erasure.site_id and r.subject_hash = v_hash and r.status in ('pending', 'running', 'failed');
   if v_request.id is not null then
+    if v_request.status = 'failed' then
+      -- Its job may have used up its attempts: asking again starts it afresh.
+      perform graphile_worker.add_job('carry_out_erasure',
+        pg_catalog.json_build_object('site_id', v_request.site_id, 'request_id', v_request.id),
+        job_key => 'carry_out_erasure:' || v_request.id::text, max_attempts => 25);
+    end if;
     return v_request;
   end if;
   insert into app_public.erasure_requests (site_id, subject_kind, subject_hash, requested_by_user_id, requested_by_api_key_id)
@@ -5507,6 +5615,24 @@ CREATE TABLE app_private.erasure_subjects (
 --
 
 COMMENT ON TABLE app_private.erasure_subjects IS 'The subject of a pending erasure, deleted when it completes.';
+
+--
+-- Name: event_removals; Type: TABLE; Schema: app_private; Owner: -
+--
+
+CREATE TABLE app_private.event_removals (
+    site_id uuid NOT NULL,
+    period date NOT NULL,
+    reason text NOT NULL,
+    events bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT event_removals_reason CHECK ((reason = ANY (ARRAY['erasure'::text, 'retention'::text])))
+);
+
+--
+-- Name: TABLE event_removals; Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON TABLE app_private.event_removals IS 'How many events of a site and month were deleted for privacy, and why (no personal data).';
 
 --
 -- Name: export_credentials; Type: TABLE; Schema: app_private; Owner: -
@@ -6002,6 +6128,13 @@ ALTER TABLE ONLY app_private.daily_salts
 
 ALTER TABLE ONLY app_private.erasure_subjects
     ADD CONSTRAINT erasure_subjects_pkey PRIMARY KEY (site_id, request_id);
+
+--
+-- Name: event_removals event_removals_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
+--
+
+ALTER TABLE ONLY app_private.event_removals
+    ADD CONSTRAINT event_removals_pkey PRIMARY KEY (site_id, period, reason);
 
 --
 -- Name: export_credentials export_credentials_pkey; Type: CONSTRAINT; Schema: app_private; Owner: -
@@ -6509,7 +6642,7 @@ CREATE TRIGGER _500_audit AFTER INSERT ON app_public.invoice_snapshots FOR EACH 
 -- Name: sales _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sales FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-visitor_id', '-gclid', '-click_id');
+CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sales FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'id', '-external_id', '-visitor_id', '-gclid', '-click_id');
 
 --
 -- Name: site_members _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
@@ -6528,6 +6661,12 @@ CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_public.sites F
 --
 
 CREATE TRIGGER _500_audit AFTER UPDATE OF is_platform_admin ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('no_site', 'id', 'email', 'display_name', '-created_at', '-updated_at');
+
+--
+-- Name: sites _900_forget_tracking; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _900_forget_tracking AFTER DELETE ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg__forget_site_tracking();
 
 --
 -- Name: site_members _900_keep_an_owner; Type: TRIGGER; Schema: app_public; Owner: -
@@ -6780,6 +6919,12 @@ ALTER TABLE app_private.daily_salts ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app_private.erasure_subjects ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: event_removals; Type: ROW SECURITY; Schema: app_private; Owner: -
+--
+
+ALTER TABLE app_private.event_removals ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: export_credentials; Type: ROW SECURITY; Schema: app_private; Owner: -
@@ -7404,6 +7549,12 @@ REVOKE ALL ON FUNCTION app_private.conversion_consent(site app_public.sites, vis
 REVOKE ALL ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION count_event_removals(site_id uuid, reason text, occurred timestamp with time zone[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.count_event_removals(site_id uuid, reason text, occurred timestamp with time zone[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION create_site(owner_id uuid, name text, domain text, consent_mode text, monthly_event_quota bigint, rate_limit_per_minute integer, allowed_origins text[], timezone text, currency text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -7487,6 +7638,12 @@ REVOKE ALL ON FUNCTION app_private.freeze_due_invoices(now timestamp with time z
 --
 
 REVOKE ALL ON FUNCTION app_private.google_time(at timestamp with time zone, zone text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION hash_subject(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.hash_subject(site_id uuid, kind text, normalized text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION ingest_cleanup(); Type: ACL; Schema: app_private; Owner: -
@@ -7704,12 +7861,6 @@ REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id u
 REVOKE ALL ON FUNCTION app_private.sites_with_due_conversions(provider text) FROM PUBLIC;
 
 --
--- Name: FUNCTION subject_hash(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_private.subject_hash(site_id uuid, kind text, normalized text) FROM PUBLIC;
-
---
 -- Name: FUNCTION subject_links(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -7726,6 +7877,12 @@ REVOKE ALL ON FUNCTION app_private.take_quota(site app_public.sites, period date
 --
 
 REVOKE ALL ON FUNCTION app_private.tg__audit() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg__forget_site_tracking(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg__forget_site_tracking() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg__refuse_change(); Type: ACL; Schema: app_private; Owner: -
