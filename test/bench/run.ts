@@ -15,9 +15,17 @@ const BENCHMARKS: Record<string, Benchmark> = {
     summary: "POST /api/sync against a bare INSERT-per-event baseline: single events, 10-event batches, hot site vs 1,000 sites, 10M-row ledger, exact counts",
     load: () => import("./ingest.js"),
   },
+  erasure: {
+    summary: "erase a visitor with 10k events from 10M events over 1,000 sites, against a plain DELETE of a twin visitor's events: seconds",
+    load: () => import("./erasure.js"),
+  },
   export: {
     summary: "GET /api/billing/dispute-export.csv of a frozen 1M-row month against psql \\copy of the same rows: rows/s, peak RSS, digest",
     load: () => import("./export.js"),
+  },
+  oci: {
+    summary: "100k queued conversions delivered by deliverSiteConversions through the Google fakes against the fake fed pre-built batches: conversions/s per rail, exactly once",
+    load: () => import("./oci.js"),
   },
 };
 
