@@ -510,7 +510,7 @@ describe("writing across tenants", () => {
       () => ({ s: B.siteId, c: B.callRowId }), "calls", () => B.callRowId],
     ["confirmSaleAndEnqueue", `mutation($s: UUID!, $t: Datetime!) { confirmSaleAndEnqueue(input: {siteId: $s, externalId: "CRM-taken-over",
         amount: "1", currency: "TRY", occurredAt: $t}) { result { rowId } } }`,
-      () => ({ s: B.siteId, t: new Date().toISOString() }), "sales", () => "CRM-taken-over"],
+      () => ({ s: B.siteId, t: new Date().toISOString() }), "sales", () => B.siteId],
     ["updateOfflineConversionQueueAttribution",
       "mutation($s: UUID!) { updateOfflineConversionQueueAttribution(input: {siteId: $s}) { result } }",
       () => ({ s: B.siteId }), "offline_conversion_queue", () => B.siteId],
