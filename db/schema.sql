@@ -4773,7 +4773,7 @@ COMMENT ON FUNCTION app_public.destinations_conversion_totals(d app_public.desti
 --
 
 CREATE FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) RETURNS jsonb
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
@@ -4783,6 +4783,10 @@ begin
   perform app_private.assert_caller_role(export_subject_data.site_id, 'admin', 'export_subject_data', 'sites', export_subject_data.site_id::text);
   v_normalized := app_private.normalize_subject(export_subject_data.kind, export_subject_data.value);
   v := app_private.subject_links(export_subject_data.site_id, export_subject_data.kind, v_normalized);
+  -- Who looked at whose data is itself recorded (the subject only as the site's salted hash).
+  perform app_private.append_audit(export_subject_data.site_id, 'access:export_subject_data', 'subjects', export_subject_data.kind,
+    null, pg_catalog.jsonb_build_object('subject_hash', app_private.hash_subject(export_subject_data.site_id, export_subject_data.kind, v_normalized)),
+    app_hidden.current_user_id(), app_hidden.current_api_key_id(), session_user);
   return pg_catalog.jsonb_build_object(
     'site_id', export_subject_data.site_id,
     'subject', pg_catalog.jsonb_build_object('kind', export_subject_data.kind, 'value', v_normalized),
@@ -4815,7 +4819,7 @@ $$;
 -- Name: FUNCTION export_subject_data(site_id uuid, kind text, value text); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) IS 'Right of access (admin or owner): everything held about a subject on the site as one JSON document. kind is visitor_id, email, phone (also matches callers) or click_id; email and phone are matched by their normalised SHA-256.';
+COMMENT ON FUNCTION app_public.export_subject_data(site_id uuid, kind text, value text) IS 'Right of access (admin or owner): everything held about a subject on the site as one JSON document, and an audit row saying who exported it. kind is visitor_id, email, phone (also matches callers) or click_id; email and phone are matched by their normalised SHA-256.';
 
 --
 -- Name: invoice_snapshots; Type: TABLE; Schema: app_public; Owner: -

@@ -238,24 +238,29 @@ describe("exportSubjectData through GraphQL", () => {
     await service?.stop();
   });
 
-  const EXPORT = "query($s: UUID, $k: String, $v: String) { exportSubjectData(siteId: $s, kind: $k, value: $v) }";
+  const EXPORT = "mutation($s: UUID, $k: String, $v: String) { exportSubjectData(input: {siteId: $s, kind: $k, value: $v}) { result } }";
 
-  test("it is a query field (the function is stable) taking siteId, kind and value and returning JSON", async () => {
-    const { body } = await service.graphql(`{ __type(name: "Query") { fields { name args { name type { name kind } } type { name kind } } } }`,
+  test("it is a mutation (an export is audited, so it writes) taking siteId, kind and value and returning JSON", async () => {
+    const { body } = await service.graphql(`{ input: __type(name: "ExportSubjectDataInput") { inputFields { name type { name } } }
+                                              payload: __type(name: "ExportSubjectDataPayload") { fields { name type { name } } } }`,
       undefined, await tokenFor(fixture.adminId));
-    const field = body.data.__type.fields.find((f: any) => f.name === "exportSubjectData");
-    expect(field).toBeDefined();
-    expect(field.type).toEqual({ name: "JSON", kind: "SCALAR" });
-    expect(Object.fromEntries(field.args.map((a: any) => [a.name, a.type.name]))).toEqual({ siteId: "UUID", kind: "String", value: "String" });
+    expect(Object.fromEntries(body.data.input.inputFields.map((f: any) => [f.name, f.type.name])))
+      .toEqual({ clientMutationId: "String", siteId: "UUID", kind: "String", value: "String" });
+    expect(body.data.payload.fields.find((f: any) => f.name === "result").type.name).toBe("JSON");
   });
 
   test("an admin gets the same document as SQL; an editor is forbidden and the denial is audited without the subject", async () => {
     const { subject } = fixture;
     const reply = await service.graphql(EXPORT, { s: fixture.siteId, k: "email", v: subject.values.email }, await tokenFor(fixture.adminId));
     expect(reply.body.errors).toBeUndefined();
-    const doc = reply.body.data.exportSubjectData;
+    const doc = reply.body.data.exportSubjectData.result;
     const direct = await exportOf(getRootPool(), fixture.siteId, "email", subject.values.email);
     expect({ ...doc, exported_at: null }).toEqual({ ...direct, exported_at: null });
+    // The export itself is on record: who, which kind, the subject only as the site's salted hash.
+    const { rows: [access] } = await getRootPool().query(
+      `select actor_user_id, target_id, new_values from app_public.audit_log
+        where site_id = $1 and action = 'access:export_subject_data' and actor_user_id = $2`, [fixture.siteId, fixture.adminId]);
+    expect(access).toEqual({ actor_user_id: fixture.adminId, target_id: "email", new_values: { subject_hash: expect.stringMatching(/^[0-9a-f]{64}$/) } });
     expect(idsOf(doc).events.sort()).toEqual([...subject.eventIds].sort());
 
     const auditBefore = (await getRootPool().query("select count(*)::int as n from app_public.audit_log where site_id = $1", [fixture.siteId])).rows[0].n;
