@@ -540,7 +540,8 @@ describe("refused requests write nothing", () => {
     ["consent with a signal that is not an ad signal", { consent: { analytics_storage: "granted" } }, /consent/],
     ["consent as a string", { consent: "granted" }, /consent/],
     ["consent as an array", { consent: ["granted"] }, /consent/],
-    ["a NUL character in a string", { external_id: "CRM\u0000-1" }, /U\+0000/],
+    // Unique, so the id without its NUL cannot match another file's sale (e.g. a committed "CRM-1").
+    ["a NUL character in a string", () => ({ external_id: `CRM\u0000-${unique("nul")}` }), /U\+0000/],
     ["a NUL character inside consent", { consent: { ad_user_data: "granted\u0000" } }, /U\+0000/],
   ];
 
