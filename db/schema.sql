@@ -1705,7 +1705,7 @@ COMMENT ON FUNCTION app_private.conversion_consent(site app_public.sites, visito
 -- Name: conversion_payloads(uuid, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone)
+CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -1715,11 +1715,17 @@ CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURN
          q.value::text, q.currency,
          case when q.ad_user_data = 'granted' then i.email_sha256 end,
          case when q.ad_user_data = 'granted' then i.phone_sha256 end,
-         q.ad_user_data, q.ad_personalization, q.conversion_at
+         q.ad_user_data, q.ad_personalization, q.conversion_at,
+         -- A call through a Google forwarding number is reported as a call conversion, which
+         -- Google matches by the caller's number and the call's start; the number is user data,
+         -- so it goes only with ad_user_data granted (else the click id, if any, is used).
+         case when q.ad_user_data = 'granted' then c.caller end,
+         case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end
     from app_public.offline_conversion_queue q
     join app_public.sites st on st.id = q.site_id
     join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
     left join app_private.sale_identifiers i on i.site_id = q.site_id and i.sale_id = q.sale_id
+    left join app_public.calls c on c.site_id = s.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null
     left join lateral (select min(se.started_at) as started_at from app_public.sessions se
                         where se.site_id = s.site_id and se.id = s.session_id) x on true
    where q.site_id = conversion_payloads.site_id and q.id = any (conversion_payloads.ids);
@@ -2666,6 +2672,7 @@ CREATE TABLE app_public.calls (
     click_id_type text,
     received_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    via_google_forwarding boolean DEFAULT false NOT NULL,
     CONSTRAINT calls_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
     CONSTRAINT calls_call_id_format CHECK ((call_id ~ '^[A-Za-z0-9_.:-]{1,200}$'::text)),
     CONSTRAINT calls_caller_e164 CHECK ((caller ~ '^\+[1-9][0-9]{6,14}$'::text)),
@@ -2782,6 +2789,12 @@ COMMENT ON COLUMN app_public.calls.received_at IS 'When we first heard of the ca
 --
 
 COMMENT ON COLUMN app_public.calls.updated_at IS 'When the call last changed.';
+
+--
+-- Name: COLUMN calls.via_google_forwarding; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.via_google_forwarding IS 'The call came through a Google forwarding number (the provider said so): its conversion is uploaded as a call conversion.';
 
 --
 -- Name: lock_call_for_action(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -3393,6 +3406,9 @@ begin
   if (body ->> 'caller') !~ '^\+[1-9][0-9]{6,14}$' or (body ->> 'tracking_number') !~ '^\+[1-9][0-9]{6,14}$' then
     raise exception using errcode = 'OMCAL', message = 'caller and tracking_number must be E.164 numbers like +905551112233.';
   end if;
+  if body ? 'google_forwarding' and pg_catalog.jsonb_typeof(body -> 'google_forwarding') <> 'boolean' then
+    raise exception using errcode = 'OMCAL', message = 'google_forwarding must be true or false.';
+  end if;
   if (body ->> 'session_id') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
      or (body ->> 'visitor_id') !~ '^[A-Za-z0-9_-]{1,64}$' or (body ->> 'gclid') !~ '^[A-Za-z0-9_-]{1,255}$' then
     raise exception using errcode = 'OMCAL', message = 'session_id must be a UUID, visitor_id and gclid plain identifiers.';
@@ -3431,10 +3447,11 @@ begin
   end if;
 
   insert into app_public.calls as c (site_id, call_id, status, caller, tracking_number, started_at, duration_s,
-                                     visitor_id, session_id, gclid, attribution_tier, attribution_source, click_id, click_id_type)
+                                     visitor_id, session_id, gclid, attribution_tier, attribution_source, click_id, click_id_type,
+                                     via_google_forwarding)
   values (record_call_event.site_id, body ->> 'call_id', v_status, body ->> 'caller', body ->> 'tracking_number', v_started_at,
           coalesce((body ->> 'duration_s')::integer, 0), body ->> 'visitor_id', v_session.id, body ->> 'gclid',
-          v_tier, v_source, v_click_id, v_click_type)
+          v_tier, v_source, v_click_id, v_click_type, coalesce((body ->> 'google_forwarding')::boolean, false))
   on conflict on constraint calls_site_call_id_key do update set
     status = case when (v_rank ->> excluded.status)::int > (v_rank ->> c.status)::int then excluded.status else c.status end,
     duration_s = greatest(c.duration_s, excluded.duration_s),
@@ -3447,6 +3464,7 @@ begin
     attribution_source = coalesce(c.attribution_source, excluded.attribution_source),
     click_id = coalesce(c.click_id, excluded.click_id),
     click_id_type = coalesce(c.click_id_type, excluded.click_id_type),
+    via_google_forwarding = c.via_google_forwarding or excluded.via_google_forwarding,
     updated_at = pg_catalog.now()
   returning * into v_call;
   return pg_catalog.jsonb_build_object('call_id', v_call.call_id, 'id', v_call.id, 'status', v_call.status,

@@ -823,6 +823,39 @@ describe("consent, retractions and rows without identifiers", () => {
     expect(clickConversions()).toHaveLength(1);
   });
 
+  test("a call through a Google forwarding number (the provider says so) goes as a call conversion: caller and call start; TOO_RECENT_CALL waits 12 h", async () => {
+    const site = await createDeliverySite("google_ads");
+    const providerCallId = unique("fwd").replace(/[^A-Za-z0-9_.:-]/g, "_");
+    const event = { call_id: providerCallId, status: "answered", caller: "+905559998877", tracking_number: "+908501112233",
+      started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95 };
+    await expect(root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({ ...event, google_forwarding: "yes" })]))
+      .rejects.toMatchObject({ code: "OMCAL" });
+    await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({ ...event, google_forwarding: true })]);
+    const { rows: [call] } = await root().query(
+      "select id, via_google_forwarding from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
+    expect(call.via_google_forwarding).toBe(true);
+    await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
+
+    ads.behave({ rowError: (_row, method) => (method === "UploadCallConversions"
+      ? { category: "conversion_upload_error", code: "TOO_RECENT_CALL", message: "The call is too recent." } : undefined) });
+    const before = Date.now();
+    expect(await deliver(site)).toMatchObject({ claimed: 1, retry: 1, accepted: 0 });
+    const calls = ads.requests.filter((r) => r.method === "UploadCallConversions");
+    expect(calls).toHaveLength(1);
+    expect(calls[0].request.conversions).toEqual([expect.objectContaining({
+      caller_id: "+905559998877", call_start_date_time: expect.stringMatching(GOOGLE_TIME), conversion_action: ACTION_NAME, conversion_value: 750,
+    })]);
+    expect(ads.requests.filter((r) => r.method === "UploadClickConversions")).toHaveLength(0);
+    const { rows: [waiting] } = await root().query(
+      "select status, last_error_code, retry_at from app_public.offline_conversion_queue where site_id = $1", [site.id]);
+    expect(waiting).toMatchObject({ status: "pending", last_error_code: "TOO_RECENT_CALL" });
+    expect(waiting.retry_at.getTime() - before).toBeGreaterThan(12 * HOUR - 60_000);
+
+    ads.behave({});
+    await root().query("update app_public.offline_conversion_queue set retry_at = now() - interval '1 second' where site_id = $1", [site.id]);
+    expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
+  });
+
   describe("undo while the conversion is in flight (claimed by another uploader)", () => {
     /** Google Ads as it behaves for adjustments: an order id it does not have yet cannot be retracted. */
     function googleKnowsOnlyUploadedOrders(): Set<string> {

@@ -54,6 +54,8 @@ interface PayloadRow {
   ad_user_data: "granted" | "denied" | "unspecified";
   ad_personalization: "granted" | "denied" | "unspecified";
   conversion_at: Date;
+  caller_id: string | null;
+  call_start_time: string | null;
 }
 
 interface Outcome {
@@ -76,6 +78,7 @@ function toConversion(row: PayloadRow): Conversion {
     emailSha256: row.email_sha256 ?? undefined,
     phoneSha256: row.phone_sha256 ?? undefined,
     consent: { adUserData: row.ad_user_data, adPersonalization: row.ad_personalization },
+    call: row.caller_id && row.call_start_time ? { callerId: row.caller_id, callStartTime: row.call_start_time } : undefined,
   };
 }
 
@@ -132,7 +135,8 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     const outcomes: Outcome[] = [];
     const sendable: PayloadRow[] = [];
     for (const payload of payloads) {
-      const matchable = payload.click_id || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
+      const matchable = payload.click_id || payload.caller_id
+        || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
       if (payload.kind === "conversion" && !matchable) {
         const tooOld = Date.now() - payload.conversion_at.getTime() > GIVE_UP_WITHOUT_IDENTIFIER_MS;
         outcomes.push(tooOld

@@ -489,7 +489,7 @@ async function prebuildBatches(bench: Bench, sites: Site[]): Promise<Conversion[
   return perSite;
 }
 
-function side(seconds: number, conversions: number, timings: Timings): Side {
+function side(seconds: number, conversions: number, timings: Timings, concurrency: number): Side {
   const batches = timings.calls.upload_rpc ?? 0;
   const breakdown: Record<string, number> = {};
   const sqlTotal = Object.entries(timings.ms).filter(([bucket]) => bucket !== "upload_rpc" && bucket !== "oauth_fetch")
@@ -497,7 +497,8 @@ function side(seconds: number, conversions: number, timings: Timings): Side {
   for (const [bucket, ms] of Object.entries(timings.ms)) breakdown[bucket] = round(ms);
   breakdown.sql_total = round(sqlTotal);
   // The rest of the wall time: our JavaScript around the calls (mapping rows, JSON of outcomes), event-loop waits.
-  breakdown.rest = round(seconds * 1000 - sqlTotal - (timings.ms.upload_rpc ?? 0));
+  // Only meaningful when one thing is in flight at a time.
+  if (concurrency === 1) breakdown.rest = round(seconds * 1000 - sqlTotal - (timings.ms.upload_rpc ?? 0));
   const perBatch: Record<string, number> = {};
   if (batches > 0) for (const [bucket, ms] of Object.entries(breakdown)) perBatch[bucket] = round(ms / batches, 2);
   return { seconds: round(seconds, 3), conversions_per_s: Math.round(conversions / seconds), batches, breakdown_ms: breakdown, per_batch_ms: perBatch };
@@ -538,7 +539,7 @@ async function runRound(bench: Bench, rail: Rail, label: string, conversions: nu
       `${fmt(summary.retry)} retry, ${fmt(summary.failed)} failed in ${((performance.now() - siteBegan) / 1000).toFixed(2)} s` +
       (summary.skipped ? ` (skipped: ${summary.skipped})` : ""));
   });
-  const oursSide = side((performance.now() - began) / 1000, conversions, timings);
+  const oursSide = side((performance.now() - began) / 1000, conversions, timings, bench.concurrency);
   const claims = timings.calls.claim ?? 0;
   const oursFake = await bench.fakes.collect(rail);
   log(`  ours: ${oursSide.seconds} s, ${fmt(oursSide.conversions_per_s)} conversions/s, ${oursSide.batches} batches`);
@@ -556,7 +557,7 @@ async function runRound(bench: Bench, rail: Rail, label: string, conversions: nu
       else for (const row of outcome.rows) outcomes[row.kind] = (outcomes[row.kind] ?? 0) + 1;
     }
   });
-  const baselineSide = side((performance.now() - began) / 1000, conversions, timings);
+  const baselineSide = side((performance.now() - began) / 1000, conversions, timings, bench.concurrency);
   const baselineFake = await bench.fakes.collect(rail);
   log(`  baseline: ${baselineSide.seconds} s, ${fmt(baselineSide.conversions_per_s)} conversions/s`);
 
@@ -697,7 +698,7 @@ export async function main(args: string[]): Promise<number> {
         figures: "conversions/s of the best measured run of each side; ratio = ours ÷ baseline per rail",
         ours: "deliverSiteConversions per site (owner pool, vault, makeRails) over plaintext loopback gRPC to the fakes; sales confirmed with confirm_sale_and_enqueue, then vacuum (analyze) and checkpoint",
         baseline: "the same payloads read beforehand as Conversion[] batches of 2,000, sent with the same rail client's uploadConversions to the same fake; no database",
-        breakdown: "owner-pool queries timed by statement and uploadConversions calls timed on the client (encode, round trip, fake, decode); oauth_fetch (token requests, part of upload_rpc); rest = wall − SQL − upload_rpc; summed over concurrent sites",
+        breakdown: "owner-pool queries timed by statement and uploadConversions calls timed on the client (encode, round trip, fake, decode); oauth_fetch (token requests, part of upload_rpc); rest = wall − SQL − upload_rpc (only with --concurrency 1; otherwise the sums overlap)",
         fakes_record: "both fakes keep every request in memory (not switchable); collected and cleared after each side",
       },
       machine: machineInfo(pgInfo, loadStart),
