@@ -1401,6 +1401,26 @@ $$;
 COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
 
 --
+-- Name: claim_conversion_payloads(uuid, integer, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select p.* from app_private.conversion_payloads(claim_conversion_payloads.site_id, array(
+    select j.id from app_private.claim_offline_conversion_jobs('google', claim_conversion_payloads."limit", claim_conversion_payloads.site_id,
+                                                               claim_conversion_payloads.worker, claim_conversion_payloads.lease_seconds,
+                                                               claim_conversion_payloads.destination_id) j)) p;
+$$;
+
+--
+-- Name: FUNCTION claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) IS 'Claims up to limit due rows of a site for a destination (lease, destination recorded) and returns them as conversion_payloads shapes them.';
+
+--
 -- Name: offline_conversion_queue; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -1603,10 +1623,10 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.updated_at IS 'When it las
 COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS 'The destination it was last sent to.';
 
 --
--- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid DEFAULT NULL::uuid, worker text DEFAULT NULL::text, lease_seconds integer DEFAULT 300) RETURNS SETOF app_public.offline_conversion_queue
+CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid DEFAULT NULL::uuid, worker text DEFAULT NULL::text, lease_seconds integer DEFAULT 300, destination_id uuid DEFAULT NULL::uuid) RETURNS SETOF app_public.offline_conversion_queue
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -1635,7 +1655,8 @@ begin
      set status = 'processing',
          locked_by = coalesce(claim_offline_conversion_jobs.worker, pg_catalog.pg_backend_pid()::text),
          locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => claim_offline_conversion_jobs.lease_seconds),
-         attempts = q.attempts + 1
+         attempts = q.attempts + 1,
+         destination_id = coalesce(claim_offline_conversion_jobs.destination_id, q.destination_id)
     from due
    where q.site_id = due.site_id and q.id = due.id
   returning q.*;
@@ -1643,10 +1664,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer) IS 'Claims up to limit due conversions (optionally of one site) for an uploader, under a lease of lease_seconds (FOR UPDATE SKIP LOCKED).';
+COMMENT ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid) IS 'Claims up to limit due conversions (optionally of one site) for an uploader, under a lease of lease_seconds (FOR UPDATE SKIP LOCKED), recording the destination they go to.';
 
 --
 -- Name: compute_ledger_digest(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -1710,15 +1731,16 @@ CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURN
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
-         app_private.google_time(greatest(q.conversion_at, x.started_at + interval '1 second'), st.timezone),
-         app_private.google_time(pg_catalog.now(), st.timezone),
+         app_private.google_time(case when s.session_id is null then q.conversion_at
+                                      else greatest(q.conversion_at, (select min(se.started_at) + interval '1 second' from app_public.sessions se
+                                                                       where se.site_id = s.site_id and se.id = s.session_id)) end, st.timezone),
+         case when q.kind = 'retraction' then app_private.google_time(pg_catalog.now(), st.timezone) end,
          q.value::text, q.currency,
          case when q.ad_user_data = 'granted' then i.email_sha256 end,
          case when q.ad_user_data = 'granted' then i.phone_sha256 end,
          q.ad_user_data, q.ad_personalization, q.conversion_at,
-         -- A call through a Google forwarding number is reported as a call conversion, which
-         -- Google matches by the caller's number and the call's start; the number is user data,
-         -- so it goes only with ad_user_data granted (else the click id, if any, is used).
+         -- A call through a Google forwarding number is reported as a call conversion (caller
+         -- number and call start; the number is user data, so only with ad_user_data granted).
          case when q.ad_user_data = 'granted' then c.caller end,
          case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end
     from app_public.offline_conversion_queue q
@@ -1726,8 +1748,6 @@ CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURN
     join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
     left join app_private.sale_identifiers i on i.site_id = q.site_id and i.sale_id = q.sale_id
     left join app_public.calls c on c.site_id = s.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null
-    left join lateral (select min(se.started_at) as started_at from app_public.sessions se
-                        where se.site_id = s.site_id and se.id = s.session_id) x on true
    where q.site_id = conversion_payloads.site_id and q.id = any (conversion_payloads.ids);
 $$;
 
@@ -1735,7 +1755,7 @@ $$;
 -- Name: FUNCTION conversion_payloads(site_id uuid, ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Claimed queue rows in the shape the rails send.';
+COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted.';
 
 --
 -- Name: count_event_removals(uuid, text, timestamp with time zone[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2306,7 +2326,6 @@ COMMENT ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone
 
 CREATE FUNCTION app_private.google_time(at timestamp with time zone, zone text) RETURNS text
     LANGUAGE sql STABLE STRICT
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select pg_catalog.to_char(at at time zone zone, 'YYYY-MM-DD HH24:MI:SS')
          || case when o.minutes < 0 then '-' else '+' end
@@ -3650,27 +3669,30 @@ CREATE FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, ou
 declare
   v_count integer;
 begin
-  with applied as (
+  with o as (
+    select o.*,
+           -- A retry of a conversion whose sale was undone meanwhile becomes a cancellation.
+           o.kind = 'retry' and exists (select 1 from app_public.offline_conversion_queue q2 join app_public.sales s
+                                          on s.site_id = q2.site_id and s.id = q2.sale_id
+                                         where q2.site_id = record_upload_outcomes.site_id and q2.id = o.id
+                                           and q2.kind = 'conversion' and s.status = 'cancelled') as undone
+      from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
+             as o(id uuid, kind text, code text, message text, retry_after_seconds integer, request_id text)
+  ), applied as (
     update app_public.offline_conversion_queue q
-       set status = case
-             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'cancelled'
+       set status = case when o.undone then 'cancelled'
              when o.kind = 'accepted' then 'accepted' when o.kind = 'sent' then 'sent' when o.kind = 'retry' then 'pending' else 'failed' end,
            retry_at = case when o.kind = 'retry' then pg_catalog.now() + pg_catalog.make_interval(secs => coalesce(o.retry_after_seconds, 300)) else q.retry_at end,
-           last_error_code = case
-             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'SALE_UNDONE'
+           last_error_code = case when o.undone then 'SALE_UNDONE'
              when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
-           last_error_message = case
-             when o.kind = 'retry' and q.kind = 'conversion' and s.status = 'cancelled' then 'The sale was undone before Google took the conversion.'
+           last_error_message = case when o.undone then 'The sale was undone before Google took the conversion.'
              when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
            request_id = case when o.kind in ('accepted', 'sent') then coalesce(o.request_id, record_upload_outcomes.request_id, q.request_id) else q.request_id end,
            sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
            accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
            locked_by = null, locked_until = null
-      from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
-             as o(id uuid, kind text, code text, message text, retry_after_seconds integer, request_id text),
-           app_public.sales s
+      from o
      where q.site_id = record_upload_outcomes.site_id and q.id = o.id
-       and s.site_id = q.site_id and s.id = q.sale_id
        and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
     returning q.site_id, q.sale_id, q.kind, q.status
   ), dropped_retractions as (
@@ -6469,22 +6491,16 @@ CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, 
 CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conversion_queue USING btree (site_id, destination_id, status);
 
 --
--- Name: offline_conversion_queue_due_idx; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX offline_conversion_queue_due_idx ON app_public.offline_conversion_queue USING btree (provider, retry_at) WHERE (status = 'pending'::text);
-
---
 -- Name: offline_conversion_queue_lease_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
 CREATE INDEX offline_conversion_queue_lease_idx ON app_public.offline_conversion_queue USING btree (provider, locked_until) WHERE (status = 'processing'::text);
 
 --
--- Name: offline_conversion_queue_sale_idx; Type: INDEX; Schema: app_public; Owner: -
+-- Name: offline_conversion_queue_site_due_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX offline_conversion_queue_sale_idx ON app_public.offline_conversion_queue USING btree (site_id, sale_id);
+CREATE INDEX offline_conversion_queue_site_due_idx ON app_public.offline_conversion_queue USING btree (site_id, retry_at, created_at, id) WHERE (status = 'pending'::text);
 
 --
 -- Name: sales_call_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -7541,16 +7557,22 @@ GRANT SELECT(data_retention_months) ON TABLE app_public.sites TO opsmantik_visit
 REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) FROM PUBLIC;
+
+--
 -- Name: TABLE offline_conversion_queue; Type: ACL; Schema: app_public; Owner: -
 --
 
 GRANT SELECT ON TABLE app_public.offline_conversion_queue TO opsmantik_visitor;
 
 --
--- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -

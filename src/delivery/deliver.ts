@@ -122,15 +122,12 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
 
   for (;;) {
-    const { rows: claimed } = await owner.query<{ id: string }>(
-      "select id from app_private.claim_offline_conversion_jobs('google', $1, $2, $3, $4)",
-      [deps.batchSize ?? BATCH_SIZE, siteId, worker, LEASE_SECONDS]);
-    if (claimed.length === 0) break;
-    summary.claimed += claimed.length;
-    await owner.query("update app_public.offline_conversion_queue set destination_id = $3 where site_id = $1 and id = any($2::uuid[])",
-      [siteId, claimed.map((c) => c.id), row.id]);
+    // One statement claims the batch (lease, destination) and returns it ready to send.
     const { rows: payloads } = await owner.query<PayloadRow>(
-      "select * from app_private.conversion_payloads($1, $2::uuid[])", [siteId, claimed.map((c) => c.id)]);
+      "select * from app_private.claim_conversion_payloads($1, $2, $3, $4, $5)",
+      [siteId, deps.batchSize ?? BATCH_SIZE, worker, LEASE_SECONDS, row.id]);
+    if (payloads.length === 0) break;
+    summary.claimed += payloads.length;
 
     const outcomes: Outcome[] = [];
     const sendable: PayloadRow[] = [];
@@ -175,7 +172,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
         [siteId, worker, reauth, "The destination needs new credentials; the conversion waits for them."]);
       return { ...summary, skipped: "needs_reauth" };
     }
-    if (claimed.length < (deps.batchSize ?? BATCH_SIZE)) break;
+    if (payloads.length < (deps.batchSize ?? BATCH_SIZE)) break;
   }
 
   // Come back when the earliest postponed row (or an unsettled Data Manager request) is due.
