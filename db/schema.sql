@@ -1895,6 +1895,36 @@ $$;
 COMMENT ON FUNCTION app_private.drop_expired_ledger_partitions(retention_days integer) IS 'Drops ledger partitions past retention (at least 90 days) whose every site-month is frozen; never an unfrozen month.';
 
 --
+-- Name: drop_needless_retractions(uuid, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.drop_needless_retractions(site_id uuid, sale_ids uuid[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  update app_public.offline_conversion_queue r
+     set status = 'cancelled', last_error_code = 'NOTHING_TO_RETRACT',
+         last_error_message = 'The conversion never reached Google, so there is nothing to retract.'
+   where r.site_id = drop_needless_retractions.site_id and r.sale_id = any(drop_needless_retractions.sale_ids)
+     and r.kind = 'retraction' and r.status = 'pending'
+     and exists (select 1 from app_public.offline_conversion_queue c
+                  where c.site_id = r.site_id and c.sale_id = r.sale_id and c.provider = r.provider
+                    and c.kind = 'conversion' and c.status in ('failed', 'cancelled'));
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION drop_needless_retractions(site_id uuid, sale_ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.drop_needless_retractions(site_id uuid, sale_ids uuid[]) IS 'Cancels pending retractions of these sales whose conversion ended without reaching Google (failed or cancelled).';
+
+--
 -- Name: effective_consent(app_public.sites, jsonb, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -3668,6 +3698,7 @@ CREATE FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, ou
     AS $$
 declare
   v_count integer;
+  v_never_delivered uuid[];
 begin
   with o as (
     select o.*,
@@ -3695,15 +3726,11 @@ begin
      where q.site_id = record_upload_outcomes.site_id and q.id = o.id
        and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
     returning q.site_id, q.sale_id, q.kind, q.status
-  ), dropped_retractions as (
-    update app_public.offline_conversion_queue r
-       set status = 'cancelled', last_error_code = 'NOTHING_TO_RETRACT',
-           last_error_message = 'The conversion never reached Google, so there is nothing to retract.'
-      from applied a
-     where a.kind = 'conversion' and a.status in ('failed', 'cancelled')
-       and r.site_id = a.site_id and r.sale_id = a.sale_id and r.kind = 'retraction' and r.status = 'pending'
   )
-  select count(*) into v_count from applied;
+  select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
+    into v_count, v_never_delivered
+    from applied a;
+  perform app_private.drop_needless_retractions(record_upload_outcomes.site_id, v_never_delivered);
   return v_count;
 end;
 $$;
@@ -3792,26 +3819,26 @@ CREATE FUNCTION app_private.release_claimed_conversions(site_id uuid, worker tex
     AS $$
 declare
   v_count integer;
+  v_never_delivered uuid[];
 begin
-  update app_public.offline_conversion_queue q
-     set status = case when q.kind = 'conversion' and s.status = 'cancelled' then 'cancelled' else 'pending' end,
-         locked_by = null, locked_until = null, attempts = greatest(q.attempts - 1, 0),
-         last_error_code = case when q.kind = 'conversion' and s.status = 'cancelled' then 'SALE_UNDONE' else release_claimed_conversions.code end,
-         last_error_message = case when q.kind = 'conversion' and s.status = 'cancelled' then 'The sale was undone before Google took the conversion.'
-                                   else release_claimed_conversions.message end,
-         retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => release_claimed_conversions.retry_after_seconds)
-    from app_public.sales s
-   where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker
-     and s.site_id = q.site_id and s.id = q.sale_id;
-  get diagnostics v_count = row_count;
+  with released as (
+    update app_public.offline_conversion_queue q
+       set status = case when q.kind = 'conversion' and s.status = 'cancelled' then 'cancelled' else 'pending' end,
+           locked_by = null, locked_until = null, attempts = greatest(q.attempts - 1, 0),
+           last_error_code = case when q.kind = 'conversion' and s.status = 'cancelled' then 'SALE_UNDONE' else release_claimed_conversions.code end,
+           last_error_message = case when q.kind = 'conversion' and s.status = 'cancelled' then 'The sale was undone before Google took the conversion.'
+                                     else release_claimed_conversions.message end,
+           retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => release_claimed_conversions.retry_after_seconds)
+      from app_public.sales s
+     where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker
+       and s.site_id = q.site_id and s.id = q.sale_id
+    returning q.sale_id, q.kind, q.status
+  )
+  select count(*), pg_catalog.array_agg(r.sale_id) filter (where r.kind = 'conversion' and r.status = 'cancelled')
+    into v_count, v_never_delivered
+    from released r;
   -- Their retractions are no longer needed either.
-  update app_public.offline_conversion_queue r
-     set status = 'cancelled', last_error_code = 'NOTHING_TO_RETRACT',
-         last_error_message = 'The conversion never reached Google, so there is nothing to retract.'
-   where r.site_id = release_claimed_conversions.site_id and r.kind = 'retraction' and r.status = 'pending'
-     and exists (select 1 from app_public.offline_conversion_queue c
-                  where c.site_id = r.site_id and c.sale_id = r.sale_id and c.kind = 'conversion'
-                    and c.status = 'cancelled' and c.last_error_code = 'SALE_UNDONE');
+  perform app_private.drop_needless_retractions(release_claimed_conversions.site_id, v_never_delivered);
   return v_count;
 end;
 $$;
@@ -4014,6 +4041,29 @@ $$;
 COMMENT ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) IS 'Makes a new current call-event secret; the old one stays valid as the previous secret.';
 
 --
+-- Name: schedule_next_upload(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.schedule_next_upload(site_id uuid) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select app_private.enqueue_upload(schedule_next_upload.site_id, 'google', n.next_at)
+    from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + interval '5 minutes' end) as next_at
+            from app_public.offline_conversion_queue q
+           where q.site_id = schedule_next_upload.site_id
+             and (q.status = 'pending' or (q.status = 'sent' and q.request_id is not null and q.last_error_code is null
+                                           and q.sent_at > pg_catalog.now() - interval '2 days'))) n
+   where n.next_at is not null;
+$$;
+
+--
+-- Name: FUNCTION schedule_next_upload(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.schedule_next_upload(site_id uuid) IS 'Schedules the site''s upload job for its earliest due row or unsettled request.';
+
+--
 -- Name: secure_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -4058,6 +4108,41 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) IS 'Deterministic session id from the site and the session''s first event.';
+
+--
+-- Name: settle_request(uuid, text, text, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.settle_request(site_id uuid, request_id text, status text, errors jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_reasons text := (select pg_catalog.string_agg((e ->> 'reason') || '×' || (e ->> 'count'), ', ' order by o)
+                       from pg_catalog.jsonb_array_elements(settle_request.errors) with ordinality as x(e, o));
+  v_count integer;
+begin
+  update app_public.offline_conversion_queue q
+     set status = case settle_request.status when 'SUCCESS' then 'accepted' when 'FAILED' then 'failed' else q.status end,
+         accepted_at = case when settle_request.status = 'SUCCESS' then pg_catalog.now() else q.accepted_at end,
+         last_error_code = case settle_request.status when 'FAILED' then coalesce(settle_request.errors -> 0 ->> 'reason', 'PROCESSING_FAILED')
+                                                      when 'PARTIAL_SUCCESS' then 'PARTIAL_SUCCESS' else q.last_error_code end,
+         last_error_message = case settle_request.status
+           when 'FAILED' then 'Google could not process the upload: ' || coalesce(nullif(v_reasons, ''), 'no reason given') || '.'
+           when 'PARTIAL_SUCCESS' then 'Google processed the upload with some rows rejected (' || coalesce(v_reasons, '') || '); it does not say which.'
+           else q.last_error_message end
+   where q.site_id = settle_request.site_id and q.request_id = settle_request.request_id and q.status = 'sent'
+     and settle_request.status in ('SUCCESS', 'FAILED', 'PARTIAL_SUCCESS');
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION settle_request(site_id uuid, request_id text, status text, errors jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.settle_request(site_id uuid, request_id text, status text, errors jsonb) IS 'Applies Google''s processing status of a Data Manager request to the rows it carried.';
 
 --
 -- Name: sites_with_due_conversions(text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4391,6 +4476,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_sites__issue_salt() IS 'Gives a new site its consent-proof salt.';
+
+--
+-- Name: unsettled_requests(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.unsettled_requests(site_id uuid) RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select distinct q.request_id from app_public.offline_conversion_queue q
+   where q.site_id = unsettled_requests.site_id and q.status = 'sent' and q.request_id is not null and q.last_error_code is null
+     and q.sent_at < pg_catalog.now() - interval '5 minutes' and q.sent_at > pg_catalog.now() - interval '2 days'
+   limit 50;
+$$;
+
+--
+-- Name: FUNCTION unsettled_requests(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid) IS 'Request ids whose processing status is due to be asked (sent 5 minutes to 2 days ago, no verdict yet).';
 
 --
 -- Name: valid_consent(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
@@ -7623,6 +7728,12 @@ REVOKE ALL ON FUNCTION app_private.daily_salt(day date) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.drop_expired_ledger_partitions(retention_days integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION drop_needless_retractions(site_id uuid, sale_ids uuid[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.drop_needless_retractions(site_id uuid, sale_ids uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION effective_consent(site app_public.sites, own jsonb, recorded jsonb); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -7887,6 +7998,12 @@ REVOKE ALL ON FUNCTION app_private.retire_call_event_secret(site_id uuid) FROM P
 REVOKE ALL ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION schedule_next_upload(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.schedule_next_upload(site_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION secure_partitions(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -7897,6 +8014,12 @@ REVOKE ALL ON FUNCTION app_private.secure_partitions() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION settle_request(site_id uuid, request_id text, status text, errors jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.settle_request(site_id uuid, request_id text, status text, errors jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION sites_with_due_conversions(provider text); Type: ACL; Schema: app_private; Owner: -
@@ -7957,6 +8080,12 @@ REVOKE ALL ON FUNCTION app_private.tg_sites__issue_call_event_secret() FROM PUBL
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_sites__issue_salt() FROM PUBLIC;
+
+--
+-- Name: FUNCTION unsettled_requests(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.unsettled_requests(site_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION valid_consent(consent jsonb); Type: ACL; Schema: app_private; Owner: -

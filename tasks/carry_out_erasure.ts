@@ -5,16 +5,10 @@
  * its status in GraphQL never looks like success. Payload: {"site_id", "request_id"}.
  */
 import type { Task } from "graphile-worker";
-import { assertObjectPayload } from "../src/worker/payload";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { uuidFields } from "../src/worker/payload";
 
 const carryOutErasure: Task = async (payload, helpers) => {
-  assertObjectPayload("carry_out_erasure", payload);
-  const { site_id: siteId, request_id: requestId } = payload;
-  if (typeof siteId !== "string" || !UUID.test(siteId) || typeof requestId !== "string" || !UUID.test(requestId)) {
-    throw new Error("carry_out_erasure: payload must be {site_id: uuid, request_id: uuid}");
-  }
+  const { site_id: siteId, request_id: requestId } = uuidFields("carry_out_erasure", payload, ["site_id", "request_id"]);
   try {
     const { rows } = await helpers.query<{ receipt: Record<string, number> }>(
       "select app_private.carry_out_erasure($1, $2) as receipt", [siteId, requestId]);

@@ -9,9 +9,7 @@ import { readConfig } from "../src/config";
 import { deliverSiteConversions } from "../src/delivery/deliver";
 import { makeRails, Rails } from "../src/delivery/rails";
 import { Vault } from "../src/vault/vault";
-import { assertObjectPayload } from "../src/worker/payload";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { uuidFields } from "../src/worker/payload";
 
 // One set of gRPC clients and one token cache per process, not per job.
 let shared: { rails: Rails; vault: Vault; owner: pg.Pool } | undefined;
@@ -24,13 +22,11 @@ function sharedState(): NonNullable<typeof shared> {
 }
 
 const uploadConversions: Task = async (payload, helpers) => {
-  assertObjectPayload("upload_conversions", payload);
-  if (typeof payload.site_id !== "string" || !UUID.test(payload.site_id) || (payload.provider ?? "google") !== "google") {
-    throw new Error("upload_conversions: payload must be {site_id: uuid, provider: \"google\"}");
-  }
+  const { site_id: siteId } = uuidFields("upload_conversions", payload, ["site_id"]);
+  if (((payload as { provider?: unknown }).provider ?? "google") !== "google") throw new Error("upload_conversions: provider must be \"google\"");
   const { rails, vault, owner } = sharedState();
-  const summary = await deliverSiteConversions({ owner, vault, rails, worker: `worker:${process.pid}:job:${helpers.job.id}` }, payload.site_id);
-  if (summary.claimed > 0 || summary.skipped) helpers.logger.info(`site ${payload.site_id}: ${JSON.stringify(summary)}`);
+  const summary = await deliverSiteConversions({ owner, vault, rails, worker: `worker:${process.pid}:job:${helpers.job.id}` }, siteId);
+  if (summary.claimed > 0 || summary.skipped) helpers.logger.info(`site ${siteId}: ${JSON.stringify(summary)}`);
 };
 
 export default uploadConversions;

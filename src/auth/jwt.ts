@@ -5,6 +5,7 @@
  */
 import { createRemoteJWKSet, errors, jwtVerify, JWTPayload, SignJWT } from "jose";
 import { Config } from "../config";
+import { isUuid } from "../uuid";
 
 export class TokenError extends Error {
   constructor(public readonly code: "token_expired" | "invalid_token", message: string) {
@@ -12,7 +13,6 @@ export class TokenError extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type TokenVerifier = (token: string) => Promise<{ userId: string }>;
 
@@ -34,7 +34,7 @@ export function makeTokenVerifier(config: Config): TokenVerifier {
       if (error instanceof errors.JWTExpired) throw new TokenError("token_expired", "The token has expired.");
       throw new TokenError("invalid_token", "The token is not valid.");
     }
-    if (typeof payload.sub !== "string" || !UUID.test(payload.sub)) {
+    if (typeof payload.sub !== "string" || !isUuid(payload.sub)) {
       throw new TokenError("invalid_token", "The token does not name a user.");
     }
     return { userId: payload.sub.toLowerCase() };

@@ -3,6 +3,7 @@
  * and a run function that returns the object printed with --json (and as lines otherwise).
  */
 import { parseArgs, ParseArgsConfig } from "node:util";
+import { isUuid } from "../uuid";
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -50,10 +51,9 @@ export function optionalInteger(values: Values, name: string, { min = 0 } = {}):
   return Number(value);
 }
 
-export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function requiredUuid(values: Values, name: string): string {
   const value = required(values, name);
-  if (!UUID.test(value)) throw new UsageError(`--${name} must be a UUID`);
+  if (!isUuid(value)) throw new UsageError(`--${name} must be a UUID`);
   return value.toLowerCase();
 }

@@ -7,14 +7,19 @@ import type pg from "pg";
 import type { Config } from "../config";
 import { pgSettingsFor, RequestAuth } from "../http/auth-context";
 
+/** Inside an open transaction: the rest of it runs as the request's identity. */
+export async function actAs(client: pg.ClientBase, config: Config, auth: RequestAuth | undefined): Promise<void> {
+  const settings = pgSettingsFor(config, auth);
+  await client.query("select set_config('role', $1, true), set_config('app.user_id', $2, true), set_config('app.api_key_id', $3, true)",
+    [settings.role, settings["app.user_id"], settings["app.api_key_id"]]);
+}
+
 export async function asRequest<T>(pool: pg.Pool, config: Config, auth: RequestAuth | undefined,
   work: (client: pg.PoolClient) => Promise<T>, { readOnly = false } = {}): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query(readOnly ? "begin read only" : "begin");
-    const settings = pgSettingsFor(config, auth);
-    await client.query("select set_config('role', $1, true), set_config('app.user_id', $2, true), set_config('app.api_key_id', $3, true)",
-      [settings.role, settings["app.user_id"], settings["app.api_key_id"]]);
+    await actAs(client, config, auth);
     const result = await work(client);
     await client.query("commit");
     return result;

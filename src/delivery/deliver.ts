@@ -17,8 +17,6 @@ const LEASE_SECONDS = 300;
 /** A conversion with nothing Google can match waits this long for a click id to turn up. */
 const AWAIT_CLICK_ID_SECONDS = 6 * 3600;
 const GIVE_UP_WITHOUT_IDENTIFIER_MS = 7 * 24 * 3600 * 1000;
-/** Data Manager processes uploads asynchronously: ask for the result after this long. */
-const STATUS_CHECK_AFTER_SECONDS = 300;
 
 export interface DeliveryDeps {
   owner: pg.Pool;
@@ -176,28 +174,13 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   }
 
   // Come back when the earliest postponed row (or an unsettled Data Manager request) is due.
-  await owner.query(
-    `select app_private.enqueue_upload($1, 'google', next_at)
-       from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + make_interval(secs => $2) end) as next_at
-               from app_public.offline_conversion_queue q
-              where q.site_id = $1
-                and (q.status = 'pending' or (q.status = 'sent' and q.request_id is not null and q.last_error_code is null
-                                              and q.sent_at > now() - interval '2 days'))) n
-      where next_at is not null`, [siteId, STATUS_CHECK_AFTER_SECONDS]);
+  await owner.query("select app_private.schedule_next_upload($1)", [siteId]);
   return summary;
 }
 
-/**
- * Data Manager accepts a request before it processes it. Ask for the outcome of requests
- * sent a while ago: SUCCESS makes their rows accepted, FAILED failed with Google's reasons;
- * PARTIAL_SUCCESS cannot say which rows failed, so they stay sent with the reasons recorded.
- */
+/** Data Manager accepts a request before it processes it: ask how it went, and record Google's verdict. */
 async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination): Promise<void> {
-  const { rows } = await deps.owner.query<{ request_id: string }>(
-    `select distinct request_id from app_public.offline_conversion_queue
-      where site_id = $1 and status = 'sent' and request_id is not null and last_error_code is null
-        and sent_at < now() - make_interval(secs => $2) and sent_at > now() - interval '2 days'
-      limit 50`, [siteId, STATUS_CHECK_AFTER_SECONDS]);
+  const { rows } = await deps.owner.query<{ request_id: string }>("select app_private.unsettled_requests($1) as request_id", [siteId]);
   for (const { request_id: requestId } of rows) {
     let status;
     try {
@@ -205,21 +188,7 @@ async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: Data
     } catch {
       return; // unreachable or refused now: the next run asks again
     }
-    const reasons = Object.entries(status.errors).map(([reason, count]) => `${reason}×${count}`).join(", ");
-    if (status.status === "SUCCESS") {
-      await deps.owner.query(
-        "update app_public.offline_conversion_queue set status = 'accepted', accepted_at = now() where site_id = $1 and request_id = $2 and status = 'sent'",
-        [siteId, requestId]);
-    } else if (status.status === "FAILED") {
-      await deps.owner.query(
-        `update app_public.offline_conversion_queue set status = 'failed', last_error_code = $3, last_error_message = $4
-          where site_id = $1 and request_id = $2 and status = 'sent'`,
-        [siteId, requestId, Object.keys(status.errors)[0] ?? "PROCESSING_FAILED", `Google could not process the upload: ${reasons || "no reason given"}.`]);
-    } else if (status.status === "PARTIAL_SUCCESS") {
-      await deps.owner.query(
-        `update app_public.offline_conversion_queue set last_error_code = 'PARTIAL_SUCCESS', last_error_message = $3
-          where site_id = $1 and request_id = $2 and status = 'sent'`,
-        [siteId, requestId, `Google processed the upload with some rows rejected (${reasons}); it does not say which.`]);
-    }
+    const errors = Object.entries(status.errors).map(([reason, count]) => ({ reason, count }));
+    await deps.owner.query("select app_private.settle_request($1, $2, $3, $4::jsonb)", [siteId, requestId, status.status, JSON.stringify(errors)]);
   }
 }

@@ -12,12 +12,12 @@ import type { Request, Response } from "express";
 import pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import type { Config } from "../config";
+import { actAs } from "../db/as-request";
 import { recordDenial } from "../db/denials";
 import { logger } from "../logger";
-import { pgSettingsFor } from "./auth-context";
 import { sendError } from "./errors";
+import { isUuid } from "../uuid";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const DISPUTE_EXPORT_HEADER = "idempotency_key,occurred_at,billable,received_at,reason";
 
 export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; owner: pg.Pool }) {
@@ -27,7 +27,7 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
     if (!match) return sendError(res, 400, "invalid_period", "period must be a month as YYYY-MM.");
     const siteId = typeof req.query.site === "string" ? req.query.site.toLowerCase() : req.auth?.siteId;
     if (!req.auth?.userId && !req.auth?.apiKeyId) return sendError(res, 401, "unauthenticated", "Send a dashboard token or an API key.");
-    if (!siteId || !UUID.test(siteId)) return sendError(res, 400, "invalid_site", "site must be the site's id (implied for an API key).");
+    if (!isUuid(siteId)) return sendError(res, 400, "invalid_site", "site must be the site's id (implied for an API key).");
     const periodStart = `${match[1]}-${match[2]}-01`;
 
     const client = await pools.auth.connect();
@@ -35,9 +35,7 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
     let broken = false;
     try {
       await client.query("begin read only");
-      const settings = pgSettingsFor(config, req.auth);
-      await client.query("select set_config('role', $1, true), set_config('app.user_id', $2, true), set_config('app.api_key_id', $3, true)",
-        [settings.role, settings["app.user_id"], settings["app.api_key_id"]]);
+      await actAs(client, config, req.auth);
       await client.query("select app_hidden.assert_site_role($1::uuid, 'admin', 'dispute_export', 'ingest_idempotency', $1::text)", [siteId]);
       const { rows: snapshot } = await client.query(
         "select ledger_digest from app_public.invoice_snapshots where site_id = $1 and period = $2", [siteId, periodStart]);

@@ -15,9 +15,9 @@ import { publicDatabaseError } from "../db/errors";
 import { logger } from "../logger";
 import { sendError } from "./errors";
 import { storable } from "./ingest";
+import { isUuid } from "../uuid";
 
 const MAX_BODY_BYTES = 16 * 1024;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$/;
 const DECIMAL = /^\d{1,12}(\.\d{1,4})?$/;
 const TEXT_FIELDS = ["external_id", "currency", "occurred_at", "session_id", "visitor_id", "call_id", "gclid", "email", "phone", "site_id"] as const;
@@ -51,7 +51,7 @@ function parseSale(body: unknown, keySiteId: string | undefined): SaleInput {
   const text = (name: (typeof TEXT_FIELDS)[number]) => (typeof fields[name] === "string" && fields[name] !== "" ? (fields[name] as string) : null);
 
   const siteId = keySiteId ?? text("site_id");
-  if (!siteId || !UUID.test(siteId)) throw new InvalidSale("site_id must be the site's id (it is implied by an API key).");
+  if (!isUuid(siteId)) throw new InvalidSale("site_id must be the site's id (it is implied by an API key).");
   if (keySiteId && text("site_id") && text("site_id")!.toLowerCase() !== keySiteId.toLowerCase()) {
     throw new InvalidSale("site_id names another site than the API key's.");
   }
@@ -68,7 +68,7 @@ function parseSale(body: unknown, keySiteId: string | undefined): SaleInput {
     throw new InvalidSale("occurred_at must be an ISO-8601 time with a zone, like 2026-11-23T14:05:00+03:00.");
   }
   const sessionId = text("session_id");
-  if (sessionId && !UUID.test(sessionId)) throw new InvalidSale("session_id must be a UUID.");
+  if (sessionId && !isUuid(sessionId)) throw new InvalidSale("session_id must be a UUID.");
   const consent = fields.consent;
   if (consent !== undefined && consent !== null && (typeof consent !== "object" || Array.isArray(consent))) {
     throw new InvalidSale("consent must be an object like {\"ad_user_data\":\"granted\",\"ad_personalization\":\"denied\"}.");
