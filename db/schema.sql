@@ -420,7 +420,7 @@ COMMENT ON FUNCTION app_hidden.google_order_id(site_id uuid, external_id text) I
 --
 
 CREATE FUNCTION app_hidden.host_is_on(host text, domain text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
   select host = domain or pg_catalog.right(host, pg_catalog.length(domain) + 1) = '.' || domain;
 $$;
@@ -453,7 +453,7 @@ COMMENT ON FUNCTION app_hidden.identifier_sha256(normalized text) IS 'Lower-case
 --
 
 CREATE FUNCTION app_hidden.is_search_host(host text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $_$
   select host ~ '(^|\.)(google|yandex)\.[a-z]{2,3}(\.[a-z]{2})?$'
       or app_hidden.host_is_on(host, 'bing.com') or app_hidden.host_is_on(host, 'yahoo.com')
@@ -553,15 +553,25 @@ COMMENT ON FUNCTION app_hidden.normalize_phone(phone text) IS 'A phone number in
 --
 
 CREATE FUNCTION app_hidden.parse_timestamptz(value text) RETURNS timestamp with time zone
-    LANGUAGE plpgsql IMMUTABLE STRICT
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
     AS $_$
 begin
-  if value !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$' then
-    return null;
-  end if;
-  return value::timestamptz;
-exception when others then
-  return null;
+  return case
+    when value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' then null
+    when pg_catalog.substr(value, 1, 4) = '0000'
+      or pg_catalog.substr(value, 6, 2) not between '01' and '12'
+      or pg_catalog.substr(value, 9, 2) < '01'
+      or pg_catalog.substr(value, 9, 2) > case when pg_catalog.substr(value, 6, 2) = '02'
+                                                 then case when pg_catalog.substr(value, 1, 4)::integer % 4 = 0
+                                                            and (pg_catalog.substr(value, 1, 4)::integer % 100 <> 0 or pg_catalog.substr(value, 1, 4)::integer % 400 = 0)
+                                                           then '29' else '28' end
+                                               when pg_catalog.substr(value, 6, 2) in ('04', '06', '09', '11') then '30'
+                                               else '31' end
+      or pg_catalog.substr(value, 12, 2) > '23' or pg_catalog.substr(value, 15, 2) > '59'
+      or (pg_catalog.substr(value, 17, 1) = ':' and pg_catalog.substr(value, 18, 2) > '59')
+      or pg_catalog.substr(value, 17) ~ '[+-](1[6-9]|[2-9][0-9])|[+-][0-9]{2}:?[6-9][0-9]$' then null
+    else value::timestamptz
+  end;
 end;
 $_$;
 
@@ -582,15 +592,17 @@ begin
   if pg_catalog.strpos(value, '%') = 0 then
     return pg_catalog.replace(value, '+', ' ');
   end if;
-  return pg_catalog.convert_from(
-    (select pg_catalog.string_agg(
-              case when m.token[1] ~ '^%[0-9A-Fa-f]{2}$' then pg_catalog.decode(pg_catalog.substr(m.token[1], 2), 'hex')
-                   else pg_catalog.convert_to(m.token[1], 'UTF8') end, ''::bytea order by m.n)
-       from pg_catalog.regexp_matches(pg_catalog.replace(value, '+', ' '), '%[0-9A-Fa-f]{2}|[^%]+|%', 'g')
-            with ordinality as m(token, n)),
-    'UTF8');
-exception when character_not_in_repertoire or untranslatable_character then
-  return pg_catalog.replace(value, '+', ' ');  -- not UTF-8 once decoded: keep it as sent
+  begin
+    return pg_catalog.convert_from(
+      (select pg_catalog.string_agg(
+                case when m.token[1] ~ '^%[0-9A-Fa-f]{2}$' then pg_catalog.decode(pg_catalog.substr(m.token[1], 2), 'hex')
+                     else pg_catalog.convert_to(m.token[1], 'UTF8') end, ''::bytea order by m.n)
+         from pg_catalog.regexp_matches(pg_catalog.replace(value, '+', ' '), '%[0-9A-Fa-f]{2}|[^%]+|%', 'g')
+              with ordinality as m(token, n)),
+      'UTF8');
+  exception when character_not_in_repertoire or untranslatable_character then
+    return pg_catalog.replace(value, '+', ' ');  -- not UTF-8 once decoded: keep it as sent
+  end;
 end;
 $_$;
 
@@ -635,14 +647,19 @@ COMMENT ON FUNCTION app_hidden.raise_forbidden(site_id uuid, action text, target
 --
 
 CREATE FUNCTION app_hidden.social_network_of_host(host text) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-  select n.network from (values
-      ('facebook.com', 'facebook'), ('instagram.com', 'instagram'), ('t.co', 'twitter'), ('twitter.com', 'twitter'),
-      ('x.com', 'twitter'), ('linkedin.com', 'linkedin'), ('lnkd.in', 'linkedin'), ('tiktok.com', 'tiktok'),
-      ('pinterest.com', 'pinterest'), ('reddit.com', 'reddit'), ('snapchat.com', 'snapchat')) as n(domain, network)
-   where app_hidden.host_is_on(host, n.domain)
-   limit 1;
+  select case
+    when app_hidden.host_is_on(host, 'facebook.com') then 'facebook'
+    when app_hidden.host_is_on(host, 'instagram.com') then 'instagram'
+    when app_hidden.host_is_on(host, 't.co') or app_hidden.host_is_on(host, 'twitter.com')
+      or app_hidden.host_is_on(host, 'x.com') then 'twitter'
+    when app_hidden.host_is_on(host, 'linkedin.com') or app_hidden.host_is_on(host, 'lnkd.in') then 'linkedin'
+    when app_hidden.host_is_on(host, 'tiktok.com') then 'tiktok'
+    when app_hidden.host_is_on(host, 'pinterest.com') then 'pinterest'
+    when app_hidden.host_is_on(host, 'reddit.com') then 'reddit'
+    when app_hidden.host_is_on(host, 'snapchat.com') then 'snapchat'
+  end;
 $$;
 
 --
@@ -656,7 +673,7 @@ COMMENT ON FUNCTION app_hidden.social_network_of_host(host text) IS 'The social 
 --
 
 CREATE FUNCTION app_hidden.social_network_of_source(utm_source text) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
   select case pg_catalog.lower(utm_source)
     when 'facebook' then 'facebook' when 'fb' then 'facebook' when 'meta' then 'meta'
@@ -871,16 +888,22 @@ COMMENT ON FUNCTION app_hidden.url_host(url text) IS 'Lower-cased host of an abs
 --
 
 CREATE FUNCTION app_hidden.url_params(url text) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
     AS $$
-  select coalesce(pg_catalog.jsonb_object_agg(p.name, p.value) filter (where p.value is not null), '{}'::jsonb)
-    from (select distinct on (q.name) q.name,
-                 nullif(pg_catalog.btrim(app_hidden.percent_decode(q.raw)), '') as value
-            from (select pg_catalog.split_part(t.pair, '=', 1) as name,
-                         pg_catalog.substr(t.pair, pg_catalog.strpos(t.pair, '=') + 1) as raw, t.n
-                    from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as t(pair, n)
-                   where pg_catalog.strpos(t.pair, '=') > 1) q
-           order by q.name, q.n) p;
+begin
+  if pg_catalog.strpos(url, '?') = 0 then
+    return '{}';
+  end if;
+  return (select coalesce(pg_catalog.jsonb_object_agg(p.name, p.value) filter (where p.value is not null), '{}'::jsonb)
+            from (select distinct on (q.name) q.name,
+                         nullif(pg_catalog.btrim(case when pg_catalog.strpos(q.raw, '%') = 0 then pg_catalog.replace(q.raw, '+', ' ')
+                                                      else app_hidden.percent_decode(q.raw) end), '') as value
+                    from (select pg_catalog.split_part(t.pair, '=', 1) as name,
+                                 pg_catalog.substr(t.pair, pg_catalog.strpos(t.pair, '=') + 1) as raw, t.n
+                            from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as t(pair, n)
+                           where pg_catalog.strpos(t.pair, '=') > 1) q
+                   order by q.name, q.n) p);
+end;
 $$;
 
 --
@@ -1931,10 +1954,10 @@ COMMENT ON FUNCTION app_private.drop_needless_retractions(site_id uuid, sale_ids
 CREATE FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, recorded jsonb) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
     AS $$
-  select pg_catalog.jsonb_build_object(
-           'analytics_storage', v.d, 'ad_storage', v.d, 'ad_user_data', v.d, 'ad_personalization', v.d)
-         || coalesce(own, recorded, '{}'::jsonb)
-    from (select case when site.consent_mode = 'implied' then 'granted' else 'denied' end as d) v;
+  select case when site.consent_mode = 'implied'
+              then '{"analytics_storage": "granted", "ad_storage": "granted", "ad_user_data": "granted", "ad_personalization": "granted"}'::jsonb
+              else '{"analytics_storage": "denied", "ad_storage": "denied", "ad_user_data": "denied", "ad_personalization": "denied"}'::jsonb
+         end || coalesce(own, recorded, '{}'::jsonb);
 $$;
 
 --
@@ -2198,11 +2221,10 @@ COMMENT ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, perio
 -- Name: event_problem(jsonb, app_public.sites, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) RETURNS record
+CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) RETURNS record
     LANGUAGE plpgsql STABLE
     AS $_$
 declare
-  v_ts timestamptz;
   v_url text;
   v_host text;
 begin
@@ -2219,11 +2241,12 @@ begin
   if pg_catalog.jsonb_typeof(event -> 'visitor_id') is distinct from 'string' or event ->> 'visitor_id' !~ '^[A-Za-z0-9_-]{1,64}$' then
     code := 'invalid_event'; message := 'visitor_id must be 1 to 64 letters, digits, _ or -.'; return;
   end if;
-  v_ts := case when pg_catalog.jsonb_typeof(event -> 'ts') = 'string' then app_hidden.parse_timestamptz(event ->> 'ts') end;
-  if v_ts is null then
+  occurred_at := case when pg_catalog.jsonb_typeof(event -> 'ts') = 'string' then app_hidden.parse_timestamptz(event ->> 'ts') end;
+  if occurred_at is null then
     code := 'invalid_ts'; message := 'ts must be an ISO-8601 time with a zone.'; return;
   end if;
-  if v_ts < event_problem.now - interval '7 days' or v_ts > event_problem.now + interval '5 minutes' then
+  if occurred_at < event_problem.now - interval '7 days' or occurred_at > event_problem.now + interval '5 minutes' then
+    occurred_at := null;
     code := 'invalid_ts'; message := 'ts must lie between 7 days ago and 5 minutes from now.'; return;
   end if;
   if event ? 'url' and pg_catalog.jsonb_typeof(event -> 'url') <> 'null' then
@@ -2265,10 +2288,10 @@ end;
 $_$;
 
 --
--- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) IS 'Validates one tracker event (SPEC §5.1); returns an event-level error code and message, or nulls.';
+COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) IS 'Validates one tracker event (SPEC §5.1): an event-level error code and message, or for a valid event nulls and its parsed time.';
 
 --
 -- Name: export_credential_for(text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2304,7 +2327,9 @@ begin
   if not app_private.origin_allowed(v_site, find_site.origin, find_site.global_origins) then
     raise exception using errcode = 'OMORG', message = 'This origin may not send events for the site.';
   end if;
-  perform app_private.check_rate_limit(v_site, find_site.client_ip);
+  if v_site.rate_limit_per_minute <> 0 and find_site.client_ip is not null then
+    perform app_private.check_rate_limit(v_site, find_site.client_ip);
+  end if;
   return v_site;
 end;
 $$;
@@ -2426,23 +2451,28 @@ declare
   v_now timestamptz := pg_catalog.now();
   v_is_bot boolean;
   v_salt bytea;
-  v_rejected jsonb := '[]';
-  v_valid jsonb := '[]';
-  v_visitor_hash bytea;
+  v_rejected jsonb;
+  v_valid jsonb;
   v_accepted integer := 0;
   v_duplicates integer := 0;
   v_event record;
-  v_problem record;
   v_consent jsonb;
   v_consents jsonb := '{}';
   v_granted boolean;
   v_visitor_key text;
   v_period date;
+  v_open_period date;  -- the last period found open (and share-locked) in this request
   v_billable boolean;
+  v_inserted boolean;
   v_session_id uuid;
   v_rebuild_since timestamptz;
   v_rebuild_since_event_id uuid;
-  v_inserted boolean;
+  -- The session being extended or opened, held while the batch stays on its visitor key, and
+  -- its state for store_session: 'stored', 'changed' or 'new'.
+  v_session app_public.sessions;
+  v_session_state text;
+  -- Accepted events not yet written: one INSERT writes them all.
+  v_pending app_public.events[] := '{}';
 begin
   v_site := app_private.find_site(ingest_events.public_key, ingest_events.origin, ingest_events.global_origins, ingest_events.client_ip);
   if pg_catalog.jsonb_typeof(ingest_events.events) <> 'array' or pg_catalog.jsonb_array_length(ingest_events.events) not between 1 and 100 then
@@ -2450,59 +2480,67 @@ begin
   end if;
   v_is_bot := exists (select 1 from app_private.bot_user_agents b
                        where pg_catalog.strpos(pg_catalog.lower(coalesce(ingest_events.user_agent, '')), b.pattern) > 0);
-  select s.salt into v_salt from app_private.site_salts s where s.site_id = v_site.id;
 
-  -- Validate everything first, then lock every visitor of the batch in one sorted pass.
-  for v_event in select e.value, e.ordinal - 1 as ordinal from pg_catalog.jsonb_array_elements(ingest_events.events) with ordinality as e(value, ordinal) loop
-    select * into v_problem from app_private.event_problem(v_event.value, v_site, v_now);
-    if v_problem.code is not null then
-      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', v_problem.code, 'message', v_problem.message);
-    else
-      v_valid := v_valid || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('ordinal', v_event.ordinal, 'event', v_event.value));
-    end if;
-  end loop;
+  -- Validate everything in one pass, then lock every visitor of the batch in one sorted pass.
+  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('index', e.ordinal - 1, 'error', p.code, 'message', p.message))
+                    filter (where p.code is not null), '[]'),
+         coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('ordinal', e.ordinal - 1, 'event', e.value, 'ts', p.occurred_at))
+                    filter (where p.code is null), '[]')
+    into v_rejected, v_valid
+    from pg_catalog.jsonb_array_elements(ingest_events.events) with ordinality as e(value, ordinal)
+         cross join lateral app_private.event_problem(e.value, v_site, v_now) p;
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(v_site.id::text || '/' || b.visitor_id, 0))
      from (select distinct v.value -> 'event' ->> 'visitor_id' as visitor_id
              from pg_catalog.jsonb_array_elements(v_valid) v order by 1) b;
 
   for v_event in
     select (v.value ->> 'ordinal')::integer as ordinal, v.value -> 'event' as event, (v.value -> 'event' ->> 'id')::uuid as id,
-           (v.value -> 'event' ->> 'ts')::timestamptz as occurred_at, v.value -> 'event' ->> 'visitor_id' as visitor_id
+           (v.value ->> 'ts')::timestamptz as occurred_at, v.value -> 'event' ->> 'visitor_id' as visitor_id,
+           v.value -> 'event' ->> 'type' as type, v.value -> 'event' ->> 'url' as url,
+           nullif(v.value -> 'event' ->> 'referrer', '') as referrer
       from pg_catalog.jsonb_array_elements(v_valid) v
      order by 5, 4, 3
   loop
-    if exists (select 1 from app_public.ingest_idempotency l
-                where l.site_id = v_site.id and l.idempotency_key = v_event.id
-                  and l.occurred_at between v_event.occurred_at - interval '8 days' and v_event.occurred_at + interval '8 days') then
-      v_duplicates := v_duplicates + 1;
-      continue;
-    end if;
     -- A frozen period takes no more events: its invoice is final. The shared lock lets
     -- freeze_invoice (exclusive) wait for requests already writing into the period.
     v_period := pg_catalog.date_trunc('month', v_event.occurred_at at time zone 'UTC')::date;
-    perform pg_catalog.pg_advisory_xact_lock_shared(
-      pg_catalog.hashtextextended('invoice/' || v_site.id::text || '/' || v_period::text, 0));
-    if exists (select 1 from app_public.invoice_snapshots s where s.site_id = v_site.id and s.period = v_period) then
-      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', 'period_closed',
-                                                                'message', 'The invoice for this month is frozen.');
-      continue;
+    if v_period is distinct from v_open_period then
+      perform pg_catalog.pg_advisory_xact_lock_shared(
+        pg_catalog.hashtextextended('invoice/' || v_site.id::text || '/' || v_period::text, 0));
+      if exists (select 1 from app_public.invoice_snapshots s where s.site_id = v_site.id and s.period = v_period) then
+        if exists (select 1 from app_public.ingest_idempotency l  -- the same 8-day rule as below
+                    where l.site_id = v_site.id and l.idempotency_key = v_event.id
+                      and l.occurred_at between v_event.occurred_at - interval '8 days' and v_event.occurred_at + interval '8 days') then
+          v_duplicates := v_duplicates + 1;  -- a retry of an event the invoice already counts
+        else
+          v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', 'period_closed',
+                                                                    'message', 'The invoice for this month is frozen.');
+        end if;
+        continue;
+      end if;
+      v_open_period := v_period;
     end if;
-    -- The ledger row first: a concurrent copy of this event waits here for ours and then
-    -- counts as a duplicate. Only a new event consumes quota; over quota, the row goes again.
+
+    -- The ledger row first: a copy of this event id within 8 days is a duplicate, and a
+    -- concurrent copy waits here on the primary key for ours and then counts as one too.
+    -- Only a new event consumes quota; over quota, the row goes again.
     v_billable := not v_is_bot;
-    if v_billable then
+    if v_billable and v_site.monthly_event_quota is not null then
       perform app_private.ensure_quota_shards(v_site, v_period);
     end if;
+    v_inserted := null;
     insert into app_public.ingest_idempotency (site_id, idempotency_key, occurred_at, received_at, billable, reason)
-    values (v_site.id, v_event.id, v_event.occurred_at, v_now, v_billable, case when v_is_bot then 'bot' end)
+    select v_site.id, v_event.id, v_event.occurred_at, v_now, v_billable, case when v_is_bot then 'bot' end
+     where not exists (select 1 from app_public.ingest_idempotency l
+                        where l.site_id = v_site.id and l.idempotency_key = v_event.id
+                          and l.occurred_at between v_event.occurred_at - interval '8 days' and v_event.occurred_at + interval '8 days')
     on conflict do nothing
     returning true into v_inserted;
     if v_inserted is null then
       v_duplicates := v_duplicates + 1;
       continue;
     end if;
-    v_inserted := null;
-    if v_billable and not app_private.take_quota(v_site, v_period) then
+    if v_billable and v_site.monthly_event_quota is not null and not app_private.take_quota(v_site, v_period) then
       delete from app_public.ingest_idempotency l
        where l.site_id = v_site.id and l.idempotency_key = v_event.id and l.occurred_at = v_event.occurred_at;
       v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', 'quota_exceeded',
@@ -2513,9 +2551,12 @@ begin
     -- Consent decides what is kept: without analytics consent no raw visitor id, no device
     -- data, and the visitor is known only by a hash whose salt changes every day.
     if v_event.event -> 'consent' is null and not v_consents ? v_event.visitor_id then
-      v_visitor_hash := public.hmac(pg_catalog.convert_to(v_event.visitor_id, 'UTF8'), v_salt, 'sha256');
+      if v_salt is null then
+        select s.salt into v_salt from app_private.site_salts s where s.site_id = v_site.id;
+      end if;
       v_consents := v_consents || pg_catalog.jsonb_build_object(v_event.visitor_id,
-                      coalesce(app_private.latest_consent(v_site.id, v_visitor_hash), 'null'::jsonb));
+                      coalesce(app_private.latest_consent(v_site.id, public.hmac(pg_catalog.convert_to(v_event.visitor_id, 'UTF8'), v_salt, 'sha256')),
+                               'null'::jsonb));
     end if;
     v_consent := app_private.effective_consent(v_site, nullif(v_event.event -> 'consent', 'null'::jsonb),
                                                nullif(v_consents -> v_event.visitor_id, 'null'::jsonb));
@@ -2526,25 +2567,78 @@ begin
 
     v_session_id := null;
     v_rebuild_since := null;
-    v_rebuild_since_event_id := null;
     if not v_is_bot then
-      select p.session_id, p.rebuild_since, p.rebuild_since_event_id into v_session_id, v_rebuild_since, v_rebuild_since_event_id
-        from app_private.place_event(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
-        v_event.id, v_event.occurred_at, v_event.event ->> 'type', v_event.event ->> 'url',
-        nullif(v_event.event ->> 'referrer', ''), v_site.domain) p;
+      if v_session.visitor_key is distinct from v_visitor_key then
+        -- Another visitor key: write the held session, then read this key's latest one. No
+        -- session starts after now + 5 minutes (no event may), which bounds the partitions read.
+        if v_session_state <> 'stored' then
+          perform app_private.store_session(v_session, v_session_state);
+        end if;
+        v_session := null;
+        select * into v_session from app_public.sessions s
+         where s.site_id = v_site.id and s.visitor_key = v_visitor_key
+           and s.started_at > v_event.occurred_at - interval '35 days' and s.started_at <= v_now + interval '5 minutes'
+         order by s.started_at desc, s.first_event_id desc
+         limit 1;
+        v_session_state := 'stored';
+      end if;
+
+      if v_session.id is null or (v_session.ended_at, v_session.last_event_id) < (v_event.occurred_at, v_event.id) then
+        -- In order: extend the latest session if it ended within 30 minutes and this is not a
+        -- landing from a new click or campaign, else open a new one.
+        if v_session.id is not null and v_session.ended_at >= v_event.occurred_at - interval '30 minutes'
+           and not (v_event.type = 'pageview'
+                    and app_hidden.starts_new_session(v_event.url, v_session.click_id, v_session.utm_source, v_session.utm_campaign)) then
+          v_session.ended_at := v_event.occurred_at;
+          v_session.last_event_id := v_event.id;
+          v_session.event_count := v_session.event_count + 1;
+          if v_session_state = 'stored' then
+            v_session_state := 'changed';
+          end if;
+        else
+          if v_session_state <> 'stored' then
+            perform app_private.store_session(v_session, v_session_state);
+          end if;
+          v_session := app_private.open_session(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
+                                                v_event.id, v_event.occurred_at, v_event.url, v_event.referrer, v_site.domain);
+          v_session_state := 'new';
+        end if;
+        v_session_id := v_session.id;
+      else
+        -- Late: write everything held, then place the event as place_event always has (it
+        -- reads the tables), which may re-derive the visitor's sessions once it is stored.
+        if v_session_state <> 'stored' then
+          perform app_private.store_session(v_session, v_session_state);
+        end if;
+        v_session := null;
+        v_session_state := null;
+        insert into app_public.events select * from pg_catalog.unnest(v_pending);
+        v_pending := '{}';
+        select p.session_id, p.rebuild_since, p.rebuild_since_event_id into v_session_id, v_rebuild_since, v_rebuild_since_event_id
+          from app_private.place_event(v_site.id, v_visitor_key, case when v_granted then v_event.visitor_id end,
+                                       v_event.id, v_event.occurred_at, v_event.type, v_event.url, v_event.referrer, v_site.domain) p;
+      end if;
     end if;
-    insert into app_public.events (site_id, id, occurred_at, received_at, type, visitor_key, visitor_id, session_id,
-                                   url, referrer, title, props, device, consent, is_bot)
-    values (v_site.id, v_event.id, v_event.occurred_at, v_now, v_event.event ->> 'type', v_visitor_key,
-            case when v_granted then v_event.visitor_id end, v_session_id,
-            v_event.event ->> 'url', nullif(v_event.event ->> 'referrer', ''), v_event.event ->> 'title',
-            coalesce(nullif(v_event.event -> 'props', 'null'::jsonb), '{}'),
-            case when v_granted then nullif(v_event.event -> 'device', 'null'::jsonb) end, v_consent, v_is_bot);
+
+    v_pending := v_pending || row(v_site.id, v_event.id, v_event.occurred_at, v_now, v_event.type, v_visitor_key,
+                                  case when v_granted then v_event.visitor_id end, v_session_id, v_event.url, v_event.referrer,
+                                  v_event.event ->> 'title', coalesce(nullif(v_event.event -> 'props', 'null'::jsonb), '{}'),
+                                  case when v_granted then nullif(v_event.event -> 'device', 'null'::jsonb) end, v_consent, v_is_bot
+                                 )::app_public.events;
+    v_accepted := v_accepted + 1;
     if v_rebuild_since is not null then
+      insert into app_public.events select * from pg_catalog.unnest(v_pending);
+      v_pending := '{}';
       perform app_private.rebuild_sessions(v_site.id, v_visitor_key, v_rebuild_since, v_rebuild_since_event_id, v_site.domain);
     end if;
-    v_accepted := v_accepted + 1;
   end loop;
+
+  if v_session_state <> 'stored' then
+    perform app_private.store_session(v_session, v_session_state);
+  end if;
+  if pg_catalog.cardinality(v_pending) > 0 then
+    insert into app_public.events select * from pg_catalog.unnest(v_pending);
+  end if;
 
   return pg_catalog.jsonb_build_object('accepted', v_accepted, 'duplicates', v_duplicates,
     'rejected', (select coalesce(pg_catalog.jsonb_agg(r order by (r ->> 'index')::int), '[]') from pg_catalog.jsonb_array_elements(v_rejected) r));
@@ -2590,14 +2684,16 @@ COMMENT ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site
 --
 
 CREATE FUNCTION app_private.latest_consent(site_id uuid, visitor_hash bytea) RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-  select pg_catalog.jsonb_build_object('analytics_storage', c.analytics_storage, 'ad_storage', c.ad_storage,
-                                       'ad_user_data', c.ad_user_data, 'ad_personalization', c.ad_personalization)
-    from app_public.consents c
-   where c.site_id = latest_consent.site_id and c.visitor_hash = latest_consent.visitor_hash
-   order by c.recorded_at desc, c.id desc
-   limit 1;
+begin
+  return (select pg_catalog.jsonb_build_object('analytics_storage', c.analytics_storage, 'ad_storage', c.ad_storage,
+                                               'ad_user_data', c.ad_user_data, 'ad_personalization', c.ad_personalization)
+            from app_public.consents c
+           where c.site_id = latest_consent.site_id and c.visitor_hash = latest_consent.visitor_hash
+           order by c.recorded_at desc, c.id desc
+           limit 1);
+end;
 $$;
 
 --
@@ -3181,29 +3277,13 @@ CREATE FUNCTION app_private.open_session(site_id uuid, visitor_key text, visitor
     AS $$
 declare
   v_landing app_hidden.landing_attribution := app_hidden.classify_landing(open_session.url, open_session.referrer, open_session.site_domain);
-  v_assist record;
+  v_assist_id uuid;
+  v_assist_click_id text;
+  v_assist_click_id_type text;
   v_session app_public.sessions;
 begin
-  v_session.site_id := open_session.site_id;
-  v_session.id := app_private.session_id_for(open_session.site_id, open_session.event_id);
-  v_session.started_at := open_session.occurred_at;
-  v_session.ended_at := open_session.occurred_at;
-  v_session.first_event_id := open_session.event_id;
-  v_session.last_event_id := open_session.event_id;
-  v_session.visitor_key := open_session.visitor_key;
-  v_session.visitor_id := open_session.visitor_id;
-  v_session.event_count := 1;
-  v_session.landing_url := open_session.url;
-  v_session.referrer := nullif(open_session.referrer, '');
-  v_session.attribution_tier := v_landing.tier;
-  v_session.attribution_source := v_landing.source;
-  v_session.click_id := coalesce(v_landing.click_id, v_landing.landing_click_id);
-  v_session.click_id_type := case when v_landing.click_id is not null then v_landing.click_id_type else v_landing.landing_click_id_type end;
-  v_session.utm_source := v_landing.utm_source;
-  v_session.utm_medium := v_landing.utm_medium;
-  v_session.utm_campaign := v_landing.utm_campaign;
   if v_landing.tier not in ('S1', 'S2') then
-    select s.id, s.click_id, s.click_id_type into v_assist
+    select s.id, s.click_id, s.click_id_type into v_assist_id, v_assist_click_id, v_assist_click_id_type
       from app_public.sessions s
      where s.site_id = open_session.site_id and s.visitor_key = open_session.visitor_key
        and s.started_at >= open_session.occurred_at - interval '90 days'
@@ -3211,14 +3291,17 @@ begin
        and s.attribution_tier in ('S1', 'S2')
      order by s.started_at desc, s.first_event_id desc  -- ties go to the later event in (ts, id) order
      limit 1;
-    if v_assist.id is not null then
-      v_session.attribution_tier := 'S3';
-      v_session.attribution_source := 'ads_assisted';
-      v_session.assisting_session_id := v_assist.id;
-      v_session.assisting_click_id := v_assist.click_id;
-      v_session.assisting_click_id_type := v_assist.click_id_type;
-    end if;
   end if;
+  v_session := row(
+    open_session.site_id, app_private.session_id_for(open_session.site_id, open_session.event_id),
+    open_session.occurred_at, open_session.occurred_at, open_session.event_id, open_session.event_id,
+    open_session.visitor_key, open_session.visitor_id, 1, open_session.url, nullif(open_session.referrer, ''),
+    case when v_assist_id is not null then 'S3' else v_landing.tier end,
+    case when v_assist_id is not null then 'ads_assisted' else v_landing.source end,
+    coalesce(v_landing.click_id, v_landing.landing_click_id),
+    case when v_landing.click_id is not null then v_landing.click_id_type else v_landing.landing_click_id_type end,
+    v_assist_click_id, v_assist_click_id_type, v_assist_id,
+    v_landing.utm_source, v_landing.utm_medium, v_landing.utm_campaign)::app_public.sessions;
   return v_session;
 end;
 $$;
@@ -4165,6 +4248,30 @@ $$;
 COMMENT ON FUNCTION app_private.sites_with_due_conversions(provider text) IS 'Sites whose conversions are due for upload.';
 
 --
+-- Name: store_session(app_public.sessions, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.store_session(session app_public.sessions, state text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if state = 'new' then
+    insert into app_public.sessions select session.*;
+  elsif state = 'changed' then
+    update app_public.sessions s
+       set ended_at = session.ended_at, last_event_id = session.last_event_id, event_count = session.event_count
+     where s.site_id = session.site_id and s.id = session.id and s.started_at = session.started_at;
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION store_session(session app_public.sessions, state text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.store_session(session app_public.sessions, state text) IS 'Writes a session that ingest_events held in memory: new is inserted, changed has its end updated.';
+
+--
 -- Name: subject_links(uuid, text, text); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -4502,12 +4609,16 @@ COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid) IS 'Request ids
 --
 
 CREATE FUNCTION app_private.valid_consent(consent jsonb) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
     AS $$
-  select pg_catalog.jsonb_typeof(consent) = 'object'
-     and not exists (select 1 from pg_catalog.jsonb_each(consent) c
-                      where c.key not in ('analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization')
-                         or c.value not in ('"granted"', '"denied"'));
+begin
+  return case when pg_catalog.jsonb_typeof(consent) is distinct from 'object' then false
+              else consent - array['analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization'] = '{}'::jsonb
+                   and coalesce(consent -> 'analytics_storage', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'ad_storage', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'ad_user_data', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'ad_personalization', '"denied"') in ('"granted"', '"denied"') end;
+end;
 $$;
 
 --
@@ -7764,10 +7875,10 @@ REVOKE ALL ON FUNCTION app_private.enqueue_upload(site_id uuid, provider text, r
 REVOKE ALL ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) FROM PUBLIC;
 
 --
--- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION export_credential_for(username text); Type: ACL; Schema: app_private; Owner: -
@@ -8026,6 +8137,12 @@ REVOKE ALL ON FUNCTION app_private.settle_request(site_id uuid, request_id text,
 --
 
 REVOKE ALL ON FUNCTION app_private.sites_with_due_conversions(provider text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION store_session(session app_public.sessions, state text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.store_session(session app_public.sessions, state text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION subject_links(site_id uuid, kind text, normalized text); Type: ACL; Schema: app_private; Owner: -

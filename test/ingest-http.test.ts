@@ -310,6 +310,33 @@ describe("POST /api/sync: event-level rejections", () => {
     expect((await storedIds(site.id, [good.id, tooOld.id, tooNew.id, noZone.id, notATime.id])).events).toEqual([good.id]);
   });
 
+  test("impossible calendar times are invalid_ts for that event, never a failed request", async () => {
+    const today = new Date().toISOString().slice(0, 10);
+    const year = today.slice(0, 4);
+    const impossible = [`${year}-02-30T10:00:00Z`, `${year}-13-01T10:00:00Z`, `${today}T24:00:00Z`, `${today}T23:59:60Z`,
+      `${today}T10:60:00Z`, `${today}T10:00:00+16:00`, `${today}T10:00:00+05:60`, `${today}T10:00:00.5Z-`];
+    const good = event();
+    const response = await sync({ site: site.publicKey, events: [good, ...impossible.map((ts) => event({ ts }))] });
+    expect(response.status).toBe(200);
+    expect(response.body.accepted).toBe(1);
+    expect(response.body.rejected.map((r: any) => r.error)).toEqual(impossible.map(() => "invalid_ts"));
+  });
+
+  test("the time parser agrees with PostgreSQL's own cast on every time it accepts", async () => {
+    const cases: Array<[string, string | null]> = [
+      ["2024-02-29T10:00:00Z", "2024-02-29T10:00:00.000Z"], ["2023-02-29T10:00:00Z", null], ["2100-02-29T00:00Z", null],
+      ["2000-02-29T00:00Z", "2000-02-29T00:00:00.000Z"], ["2024-04-31T00:00Z", null], ["2024-04-30T23:59:59.999Z", "2024-04-30T23:59:59.999Z"],
+      ["0000-01-01T00:00Z", null], ["2024-00-10T00:00Z", null], ["2024-01-00T00:00Z", null],
+      ["2024-01-01T00:00+15:59", "2023-12-31T08:01:00.000Z"], ["2024-01-01T00:00-1559", "2024-01-01T15:59:00.000Z"],
+      ["2024-01-01T00:00+16:00", null], ["2024-01-01T00:00-05", "2024-01-01T05:00:00.000Z"], ["2024-01-01T00:00+05:60", null],
+      ["2024-01-01T12:34:56.123456789+05:30", "2024-01-01T07:04:56.123Z"], ["2024-01-01T24:00Z", null], ["2024-01-01T00:00:60Z", null],
+      ["2024-01-01T00:00", null], ["2024-01-01", null], ["2024-01-01 00:00Z", null], ["２０２４-01-01T00:00Z", null],
+    ];
+    const { rows } = await getRootPool().query(
+      "select c.value, app_hidden.parse_timestamptz(c.value) as parsed from unnest($1::text[]) as c(value)", [cases.map(([value]) => value)]);
+    expect(rows.map((r) => [r.value, r.parsed && r.parsed.toISOString()])).toEqual(cases);
+  });
+
   test("a visitor id with bad characters or over 64 characters is invalid_event; 64 is fine", async () => {
     await expectEventRejected(event({ visitor_id: "v id" }), "invalid_event");
     await expectEventRejected(event({ visitor_id: "v<1>" }), "invalid_event");
