@@ -3,6 +3,7 @@
  * version 22. We run on Node 20 too, so supply the standard behaviour when it is missing.
  * Imported first by every entry point (CLI, tests).
  */
+import { holdYoungGeneration } from "./young-generation";
 interface Resolvers<T> {
   promise: Promise<T>;
   resolve: (value: T | PromiseLike<T>) => void;
@@ -21,5 +22,11 @@ if (typeof PromiseWith.withResolvers !== "function") {
     return { promise, resolve, reject };
   };
 }
+
+// Not a polyfill, but this module is what every entry point loads first: the young generation
+// is held while the modules load (synchronously, before the first macrotask). startService
+// holds it again until PostGraphile's schema is built; other processes let go here.
+const releaseAfterLoading = holdYoungGeneration();
+setImmediate(releaseAfterLoading).unref();
 
 export {};

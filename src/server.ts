@@ -14,6 +14,7 @@ import { flushDenials } from "./db/denials";
 import { makePools, Pools } from "./db/pools";
 import { makePreset } from "./graphql/preset";
 import { addFallbackHandlers, makeApp } from "./http/app";
+import { holdYoungGeneration } from "./young-generation";
 import { startWorker } from "./worker/runner";
 
 export interface Service {
@@ -23,6 +24,8 @@ export interface Service {
 }
 
 export async function startService(config: Config, { http = true, worker = true } = {}): Promise<Service> {
+  // Start-up only: PostGraphile builds its schema (~50 MB that lives on) after we listen; see young-generation.ts.
+  const releaseYoungGeneration = holdYoungGeneration();
   const pools = makePools(config);
   let server: Server | undefined;
   let release: (() => Promise<void>) | undefined;
@@ -33,6 +36,8 @@ export async function startService(config: Config, { http = true, worker = true 
       const app = makeApp({ config, pools, verifyToken: makeTokenVerifier(config) });
       server = createServer(app);
       const pgl = postgraphile(makePreset(config, pools));
+      // Settled either way: a failed build is grafserv's to report, not a reason to hold on.
+      Promise.resolve(pgl.getSchemaResult()).then(releaseYoungGeneration, releaseYoungGeneration);
       release = async () => {
         await pgl.release();
       };
@@ -45,7 +50,9 @@ export async function startService(config: Config, { http = true, worker = true 
       url = `http://localhost:${(server.address() as AddressInfo).port}`;
     }
     if (worker) runner = await startWorker(pools.owner);
+    if (!http) releaseYoungGeneration();
   } catch (error) {
+    releaseYoungGeneration();
     server?.close();
     await release?.();
     await pools.end();

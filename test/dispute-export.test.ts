@@ -135,6 +135,10 @@ const MAIN_ROWS: LedgerRow[] = [
   { key: "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa0", occurredAt: "2026-10-20T12:00:00.000999Z", receivedAt: "2026-10-20T12:00:00.001Z", billable: false },
   { key: "00000000-0000-4000-8000-00000000000f", occurredAt: "2026-10-09T08:07:06.054321Z", receivedAt: "2026-10-09T08:07:06.054321Z", billable: true },
   { key: "f0000000-0000-4000-8000-000000000000", occurredAt: "2026-10-03T03:03:03.3Z", receivedAt: "2026-10-03T03:03:03.3Z", billable: true },
+  // The same key again, earlier in the month and stored later: a retry more than 8 days from the
+  // first copy is a new event (README, known bounds). Equal keys go in time order, so the
+  // export and the digest agree whatever order the rows sit in on disk.
+  { key: "f0000000-0000-4000-8000-000000000000", occurredAt: "2026-10-01T00:00:00.000Z", receivedAt: "2026-10-12T00:00:00Z", billable: true },
 ];
 // Rows of the same site just outside October: they must not appear in its export.
 const OUTSIDE_ROWS: LedgerRow[] = [
@@ -229,7 +233,7 @@ async function settledBusySessions(): Promise<number> {
 /* ------------------------------------------------------------- content */
 
 describe("the export's content is the digest's input", () => {
-  test("an owner gets 200 text/csv with exactly the header, then the site's month in bytewise key order", async () => {
+  test("an owner gets 200 text/csv with exactly the header, then the site's month in bytewise key order (equal keys by time)", async () => {
     const reply = await download(`?period=${OCTOBER}&site=${fx.siteId}`, fx.ownerToken);
     expect(reply.status).toBe(200);
     expect(reply.headers.get("content-type")).toMatch(/^text\/csv\b/);
@@ -253,7 +257,7 @@ describe("the export's content is the digest's input", () => {
     // And the digest is the SPEC's, computed here from the fixture alone, not from anything the server wrote.
     const specLines = MAIN_ROWS.map((r) => `${r.key.toLowerCase()},${msText(r.occurredAt)},${r.billable}`).sort(bytewise);
     expect(snapshot.ledger_digest).toBe(sha256(specLines.map((l) => `${l}\n`).join("")));
-    expect(snapshot).toMatchObject({ billable_events: 5, non_billable_events: 2 });
+    expect(snapshot).toMatchObject({ billable_events: 6, non_billable_events: 2 });
   });
 
   test("the README's shell recipe (tail | cut | sha256sum) reproduces the digest from the downloaded file", async () => {

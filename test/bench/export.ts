@@ -278,7 +278,7 @@ function baselineCopy(siteId: string, period: string): string {
   return `\\copy (select l.idempotency_key, ${ts("occurred_at")} as occurred_at, l.billable::text as billable, ` +
     `${ts("received_at")} as received_at, l.reason from app_public.ingest_idempotency l ` +
     `where l.site_id = '${siteId}' and l.occurred_at >= '${start}'::date and l.occurred_at < '${start}'::date + interval '1 month' ` +
-    `order by l.idempotency_key::text collate "C") to stdout with (format csv, header)`;
+    `order by l.idempotency_key::text collate "C", l.occurred_at) to stdout with (format csv, header)`;
 }
 
 async function exportBaseline(databaseUrl: string, siteId: string, period: string): Promise<Result> {
