@@ -494,7 +494,7 @@ COMMENT ON FUNCTION app_hidden.is_valid_timezone(tz text) IS 'True when PostgreS
 --
 
 CREATE FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE
     AS $$
   select idempotency_key::text || ',' || pg_catalog.to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
          || ',' || billable::text;
@@ -553,10 +553,9 @@ COMMENT ON FUNCTION app_hidden.normalize_phone(phone text) IS 'A phone number in
 --
 
 CREATE FUNCTION app_hidden.parse_timestamptz(value text) RETURNS timestamp with time zone
-    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     AS $_$
-begin
-  return case
+  select case
     when value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' then null
     when pg_catalog.substr(value, 1, 4) = '0000'
       or pg_catalog.substr(value, 6, 2) not between '01' and '12'
@@ -572,7 +571,6 @@ begin
       or pg_catalog.substr(value, 17) ~ '[+-](1[6-9]|[2-9][0-9])|[+-][0-9]{2}:?[6-9][0-9]$' then null
     else value::timestamptz
   end;
-end;
 $_$;
 
 --
@@ -1431,10 +1429,10 @@ CREATE FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" inte
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  select p.* from app_private.conversion_payloads(claim_conversion_payloads.site_id, array(
-    select j.id from app_private.claim_offline_conversion_jobs('google', claim_conversion_payloads."limit", claim_conversion_payloads.site_id,
-                                                               claim_conversion_payloads.worker, claim_conversion_payloads.lease_seconds,
-                                                               claim_conversion_payloads.destination_id) j)) p;
+  select p.* from app_private.shape_conversion_payloads(claim_conversion_payloads.site_id, array(
+    select j from app_private.claim_offline_conversion_jobs('google', claim_conversion_payloads."limit", claim_conversion_payloads.site_id,
+                                                            claim_conversion_payloads.worker, claim_conversion_payloads.lease_seconds,
+                                                            claim_conversion_payloads.destination_id) j)) p;
 $$;
 
 --
@@ -1652,36 +1650,62 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS 'The des
 CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid DEFAULT NULL::uuid, worker text DEFAULT NULL::text, lease_seconds integer DEFAULT 300, destination_id uuid DEFAULT NULL::uuid) RETURNS SETOF app_public.offline_conversion_queue
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
     AS $$
+declare
+  v_rows tid[];
 begin
   if (claim_offline_conversion_jobs."limit" between 1 and 2000 and claim_offline_conversion_jobs.lease_seconds between 10 and 86400) is not true then
     raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
   end if;
-  return query
-  with due as (
-    select q.site_id, q.id
-      from app_public.offline_conversion_queue q
-     where q.provider = claim_offline_conversion_jobs.provider
+  v_rows := array(
+    select q.ctid from app_public.offline_conversion_queue q
+     where q.provider = claim_offline_conversion_jobs.provider and q.status = 'processing' and q.locked_until < pg_catalog.now()
        and (claim_offline_conversion_jobs.site_id is null or q.site_id = claim_offline_conversion_jobs.site_id)
-       and ((q.status = 'pending' and q.retry_at <= pg_catalog.now())
-            or (q.status = 'processing' and q.locked_until < pg_catalog.now()))
        -- A retraction waits while its conversion is in flight: Google must see them in order.
-       and not (q.kind = 'retraction' and exists (
-             select 1 from app_public.offline_conversion_queue c
-              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                and c.kind = 'conversion' and c.status in ('pending', 'processing')))
+       and (q.kind = 'conversion'
+            or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                          where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                            and c.kind = 'conversion'), false) is false)
      order by q.retry_at, q.created_at, q.id
      limit claim_offline_conversion_jobs."limit"
-       for update skip locked
-  )
+       for update skip locked);
+  if pg_catalog.cardinality(v_rows) < claim_offline_conversion_jobs."limit" then
+    if claim_offline_conversion_jobs.site_id is not null then
+      v_rows := v_rows || array(
+        select q.ctid from app_public.offline_conversion_queue q
+         where q.site_id = claim_offline_conversion_jobs.site_id and q.status = 'pending' and q.retry_at <= pg_catalog.now()
+           and q.provider = claim_offline_conversion_jobs.provider
+           and (q.kind = 'conversion'
+                or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                                and c.kind = 'conversion'), false) is false)
+         order by q.retry_at, q.created_at, q.id
+         limit claim_offline_conversion_jobs."limit" - pg_catalog.cardinality(v_rows)
+           for update skip locked);
+    else
+      -- Every site at once (not the upload loop's way): the same rule, without the per-site index order.
+      v_rows := v_rows || array(
+        select q.ctid from app_public.offline_conversion_queue q
+         where q.status = 'pending' and q.retry_at <= pg_catalog.now() and q.provider = claim_offline_conversion_jobs.provider
+           and (q.kind = 'conversion'
+                or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                                and c.kind = 'conversion'), false) is false)
+         order by q.retry_at, q.created_at, q.id
+         limit claim_offline_conversion_jobs."limit" - pg_catalog.cardinality(v_rows)
+           for update skip locked);
+    end if;
+  end if;
+  return query
   update app_public.offline_conversion_queue q
      set status = 'processing',
          locked_by = coalesce(claim_offline_conversion_jobs.worker, pg_catalog.pg_backend_pid()::text),
          locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => claim_offline_conversion_jobs.lease_seconds),
          attempts = q.attempts + 1,
-         destination_id = coalesce(claim_offline_conversion_jobs.destination_id, q.destination_id)
-    from due
-   where q.site_id = due.site_id and q.id = due.id
+         destination_id = coalesce(claim_offline_conversion_jobs.destination_id, q.destination_id),
+         updated_at = greatest(pg_catalog.now(), q.updated_at + interval '1 millisecond')
+   where q.ctid = any (v_rows)
   returning q.*;
 end;
 $$;
@@ -1701,7 +1725,7 @@ CREATE FUNCTION app_private.compute_ledger_digest(site_id uuid, period date) RET
     AS $$
   select pg_catalog.encode(public.digest(coalesce(pg_catalog.string_agg(
            app_hidden.ledger_line(l.idempotency_key, l.occurred_at, l.billable) || E'\n', ''
-           order by l.idempotency_key::text collate "C"), ''), 'sha256'), 'hex')
+           order by l.idempotency_key::text collate "C", l.occurred_at), ''), 'sha256'), 'hex')
     from app_public.ingest_idempotency l
    where l.site_id = compute_ledger_digest.site_id
      and l.occurred_at >= (app_private.period_bounds(compute_ledger_digest.period)).starts_at
@@ -1753,25 +1777,9 @@ CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURN
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
-         app_private.google_time(case when s.session_id is null then q.conversion_at
-                                      else greatest(q.conversion_at, (select min(se.started_at) + interval '1 second' from app_public.sessions se
-                                                                       where se.site_id = s.site_id and se.id = s.session_id)) end, st.timezone),
-         case when q.kind = 'retraction' then app_private.google_time(pg_catalog.now(), st.timezone) end,
-         q.value::text, q.currency,
-         case when q.ad_user_data = 'granted' then i.email_sha256 end,
-         case when q.ad_user_data = 'granted' then i.phone_sha256 end,
-         q.ad_user_data, q.ad_personalization, q.conversion_at,
-         -- A call through a Google forwarding number is reported as a call conversion (caller
-         -- number and call start; the number is user data, so only with ad_user_data granted).
-         case when q.ad_user_data = 'granted' then c.caller end,
-         case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end
-    from app_public.offline_conversion_queue q
-    join app_public.sites st on st.id = q.site_id
-    join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
-    left join app_private.sale_identifiers i on i.site_id = q.site_id and i.sale_id = q.sale_id
-    left join app_public.calls c on c.site_id = s.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null
-   where q.site_id = conversion_payloads.site_id and q.id = any (conversion_payloads.ids);
+  select p.* from app_private.shape_conversion_payloads(conversion_payloads.site_id, array(
+    select q from app_public.offline_conversion_queue q
+     where q.site_id = conversion_payloads.site_id and q.id = any (conversion_payloads.ids))) p;
 $$;
 
 --
@@ -2221,77 +2229,63 @@ COMMENT ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, perio
 -- Name: event_problem(jsonb, app_public.sites, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) RETURNS record
-    LANGUAGE plpgsql STABLE
+CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone) RETURNS TABLE(code text, message text, occurred_at timestamp with time zone)
+    LANGUAGE sql STABLE
     AS $_$
-declare
-  v_url text;
-  v_host text;
-begin
-  if pg_catalog.jsonb_typeof(event) is distinct from 'object' then
-    code := 'invalid_event'; message := 'An event must be a JSON object with valid strings.'; return;
-  end if;
-  if pg_catalog.jsonb_typeof(event -> 'id') is distinct from 'string'
-     or event ->> 'id' !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-    code := 'invalid_event'; message := 'id must be a UUID.'; return;
-  end if;
-  if pg_catalog.jsonb_typeof(event -> 'type') is distinct from 'string' or event ->> 'type' !~ '^[a-z][a-z0-9_]{0,39}$' then
-    code := 'invalid_event'; message := 'type must match ^[a-z][a-z0-9_]{0,39}$.'; return;
-  end if;
-  if pg_catalog.jsonb_typeof(event -> 'visitor_id') is distinct from 'string' or event ->> 'visitor_id' !~ '^[A-Za-z0-9_-]{1,64}$' then
-    code := 'invalid_event'; message := 'visitor_id must be 1 to 64 letters, digits, _ or -.'; return;
-  end if;
-  occurred_at := case when pg_catalog.jsonb_typeof(event -> 'ts') = 'string' then app_hidden.parse_timestamptz(event ->> 'ts') end;
-  if occurred_at is null then
-    code := 'invalid_ts'; message := 'ts must be an ISO-8601 time with a zone.'; return;
-  end if;
-  if occurred_at < event_problem.now - interval '7 days' or occurred_at > event_problem.now + interval '5 minutes' then
-    occurred_at := null;
-    code := 'invalid_ts'; message := 'ts must lie between 7 days ago and 5 minutes from now.'; return;
-  end if;
-  if event ? 'url' and pg_catalog.jsonb_typeof(event -> 'url') <> 'null' then
-    v_url := event ->> 'url';
-    if pg_catalog.jsonb_typeof(event -> 'url') <> 'string' or pg_catalog.length(v_url) > 2048
-       or v_url !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$' then
-      code := 'invalid_event'; message := 'url must be an absolute http(s) URL of at most 2048 characters.'; return;
-    end if;
-    v_host := app_hidden.url_host(v_url);
-    if v_host is null or not app_hidden.host_is_on(v_host, site.domain) then
-      code := 'url_not_on_site'; message := 'url is not on the site''s domain.'; return;
-    end if;
-  elsif event ->> 'type' = 'pageview' then
-    code := 'invalid_event'; message := 'A pageview needs a url.'; return;
-  end if;
-  if event ? 'referrer' and pg_catalog.jsonb_typeof(event -> 'referrer') <> 'null' and event ->> 'referrer' <> ''
-     and (pg_catalog.jsonb_typeof(event -> 'referrer') <> 'string' or pg_catalog.length(event ->> 'referrer') > 2048
-          or event ->> 'referrer' !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$') then
-    code := 'invalid_event'; message := 'referrer must be an absolute http(s) URL or empty.'; return;
-  end if;
-  if event ? 'title' and pg_catalog.jsonb_typeof(event -> 'title') <> 'null'
-     and (pg_catalog.jsonb_typeof(event -> 'title') <> 'string' or pg_catalog.length(event ->> 'title') > 1000) then
-    code := 'invalid_event'; message := 'title must be a string of at most 1000 characters.'; return;
-  end if;
-  if event ? 'props' and pg_catalog.jsonb_typeof(event -> 'props') <> 'null'
-     and (pg_catalog.jsonb_typeof(event -> 'props') <> 'object' or pg_catalog.octet_length((event -> 'props')::text) > 4096
-          or pg_catalog.jsonb_path_exists(event -> 'props', 'strict $.**{4 to last}')) then
-    code := 'invalid_event'; message := 'props must be an object of at most 4 KiB, nested at most 3 levels.'; return;
-  end if;
-  if event ? 'consent' and pg_catalog.jsonb_typeof(event -> 'consent') <> 'null' and not app_private.valid_consent(event -> 'consent') then
-    code := 'invalid_event'; message := 'consent must map Consent Mode signals to granted or denied.'; return;
-  end if;
-  if event ? 'device' and pg_catalog.jsonb_typeof(event -> 'device') <> 'null'
-     and (pg_catalog.jsonb_typeof(event -> 'device') <> 'object' or pg_catalog.octet_length((event -> 'device')::text) > 1024
-          or exists (select 1 from pg_catalog.jsonb_each(event -> 'device') d where pg_catalog.jsonb_typeof(d.value) <> 'string')) then
-    code := 'invalid_event'; message := 'device must be an object of strings of at most 1 KiB.'; return;
-  end if;
-end;
+  -- OFFSET 0 keeps each sub-select from being merged into its caller, which would repeat
+  -- the time parsing and the CASE for every reference to their results.
+  select pg_catalog.split_part(p.problem, '|', 1), pg_catalog.split_part(p.problem, '|', 2),
+         case when p.problem is null then p.ts end
+    from (select t.ts, case
+      when pg_catalog.jsonb_typeof(event) is distinct from 'object'
+        then 'invalid_event|An event must be a JSON object with valid strings.'
+      when pg_catalog.jsonb_typeof(event -> 'id') is distinct from 'string'
+           or event ->> 'id' !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+        then 'invalid_event|id must be a UUID.'
+      when pg_catalog.jsonb_typeof(event -> 'type') is distinct from 'string' or event ->> 'type' !~ '^[a-z][a-z0-9_]{0,39}$'
+        then 'invalid_event|type must match ^[a-z][a-z0-9_]{0,39}$.'
+      when pg_catalog.jsonb_typeof(event -> 'visitor_id') is distinct from 'string' or event ->> 'visitor_id' !~ '^[A-Za-z0-9_-]{1,64}$'
+        then 'invalid_event|visitor_id must be 1 to 64 letters, digits, _ or -.'
+      when t.ts is null
+        then 'invalid_ts|ts must be an ISO-8601 time with a zone.'
+      when t.ts < now - interval '7 days' or t.ts > now + interval '5 minutes'
+        then 'invalid_ts|ts must lie between 7 days ago and 5 minutes from now.'
+      when t.has_url and (pg_catalog.jsonb_typeof(event -> 'url') <> 'string' or pg_catalog.length(event ->> 'url') > 2048
+                          or event ->> 'url' !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$')
+        then 'invalid_event|url must be an absolute http(s) URL of at most 2048 characters.'
+      when t.has_url and not coalesce(app_hidden.host_is_on(app_hidden.url_host(event ->> 'url'), site.domain), false)
+        then 'url_not_on_site|url is not on the site''s domain.'
+      when not t.has_url and event ->> 'type' = 'pageview'
+        then 'invalid_event|A pageview needs a url.'
+      when event ? 'referrer' and pg_catalog.jsonb_typeof(event -> 'referrer') <> 'null' and event ->> 'referrer' <> ''
+           and (pg_catalog.jsonb_typeof(event -> 'referrer') <> 'string' or pg_catalog.length(event ->> 'referrer') > 2048
+                or event ->> 'referrer' !~* '^https?://[^\s/?#]+([/?#][^\s]*)?$')
+        then 'invalid_event|referrer must be an absolute http(s) URL or empty.'
+      when event ? 'title' and pg_catalog.jsonb_typeof(event -> 'title') <> 'null'
+           and (pg_catalog.jsonb_typeof(event -> 'title') <> 'string' or pg_catalog.length(event ->> 'title') > 1000)
+        then 'invalid_event|title must be a string of at most 1000 characters.'
+      when event ? 'props' and pg_catalog.jsonb_typeof(event -> 'props') <> 'null'
+           and (pg_catalog.jsonb_typeof(event -> 'props') <> 'object' or pg_catalog.octet_length((event -> 'props')::text) > 4096
+                or pg_catalog.jsonb_path_exists(event -> 'props', 'strict $.**{4 to last}'))
+        then 'invalid_event|props must be an object of at most 4 KiB, nested at most 3 levels.'
+      when event ? 'consent' and pg_catalog.jsonb_typeof(event -> 'consent') <> 'null' and not app_private.valid_consent(event -> 'consent')
+        then 'invalid_event|consent must map Consent Mode signals to granted or denied.'
+      when event ? 'device' and pg_catalog.jsonb_typeof(event -> 'device') <> 'null'
+           and (pg_catalog.jsonb_typeof(event -> 'device') <> 'object' or pg_catalog.octet_length((event -> 'device')::text) > 1024
+                or pg_catalog.jsonb_path_exists(event -> 'device', 'strict $.* ? (@.type() != "string")'))
+        then 'invalid_event|device must be an object of strings of at most 1 KiB.'
+    end as problem
+    from (select case when pg_catalog.jsonb_typeof(event -> 'ts') = 'string' then app_hidden.parse_timestamptz(event ->> 'ts') end as ts,
+                 event ? 'url' and pg_catalog.jsonb_typeof(event -> 'url') <> 'null' as has_url
+          offset 0) t
+    offset 0) p;
 $_$;
 
 --
--- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) IS 'Validates one tracker event (SPEC §5.1): an event-level error code and message, or for a valid event nulls and its parsed time.';
+COMMENT ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone) IS 'Validates one tracker event (SPEC §5.1): an event-level error code and message, or for a valid event nulls and its parsed time.';
 
 --
 -- Name: export_credential_for(text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2380,12 +2374,13 @@ COMMENT ON FUNCTION app_private.freeze_due_invoices(now timestamp with time zone
 --
 
 CREATE FUNCTION app_private.google_time(at timestamp with time zone, zone text) RETURNS text
-    LANGUAGE sql STABLE STRICT
+    LANGUAGE sql STABLE
     AS $$
   select pg_catalog.to_char(at at time zone zone, 'YYYY-MM-DD HH24:MI:SS')
-         || case when o.minutes < 0 then '-' else '+' end
-         || pg_catalog.to_char(pg_catalog.abs(o.minutes) / 60, 'FM00') || ':' || pg_catalog.to_char(pg_catalog.abs(o.minutes) % 60, 'FM00')
-    from (select (extract(epoch from ((at at time zone zone) - (at at time zone 'UTC'))) / 60)::integer as minutes) o;
+         || case when (at at time zone zone) < (at at time zone 'UTC') then '-' else '+' end
+         || pg_catalog.to_char(pg_catalog.abs((extract(epoch from (at at time zone zone) - (at at time zone 'UTC')) / 60)::integer) / 60, 'FM00')
+         || ':'
+         || pg_catalog.to_char(pg_catalog.abs((extract(epoch from (at at time zone zone) - (at at time zone 'UTC')) / 60)::integer) % 60, 'FM00');
 $$;
 
 --
@@ -2445,14 +2440,15 @@ COMMENT ON FUNCTION app_private.ingest_cleanup() IS 'Deletes spent rate-limit co
 CREATE FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[] DEFAULT '{}'::text[]) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET enable_seqscan TO 'off'
     AS $$
 declare
   v_site app_public.sites;
   v_now timestamptz := pg_catalog.now();
   v_is_bot boolean;
   v_salt bytea;
-  v_rejected jsonb;
-  v_valid jsonb;
+  v_rejected jsonb := '[]';
+  v_locked_visitor text;  -- the visitor whose lock was taken last
   v_accepted integer := 0;
   v_duplicates integer := 0;
   v_event record;
@@ -2481,26 +2477,26 @@ begin
   v_is_bot := exists (select 1 from app_private.bot_user_agents b
                        where pg_catalog.strpos(pg_catalog.lower(coalesce(ingest_events.user_agent, '')), b.pattern) > 0);
 
-  -- Validate everything in one pass, then lock every visitor of the batch in one sorted pass.
-  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('index', e.ordinal - 1, 'error', p.code, 'message', p.message))
-                    filter (where p.code is not null), '[]'),
-         coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('ordinal', e.ordinal - 1, 'event', e.value, 'ts', p.occurred_at))
-                    filter (where p.code is null), '[]')
-    into v_rejected, v_valid
-    from pg_catalog.jsonb_array_elements(ingest_events.events) with ordinality as e(value, ordinal)
-         cross join lateral app_private.event_problem(e.value, v_site, v_now) p;
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(v_site.id::text || '/' || b.visitor_id, 0))
-     from (select distinct v.value -> 'event' ->> 'visitor_id' as visitor_id
-             from pg_catalog.jsonb_array_elements(v_valid) v order by 1) b;
-
+  -- One query validates every event and sorts the valid ones by visitor and time; each visitor
+  -- is locked when the loop reaches its first event, so every request locks in the same order.
   for v_event in
-    select (v.value ->> 'ordinal')::integer as ordinal, v.value -> 'event' as event, (v.value -> 'event' ->> 'id')::uuid as id,
-           (v.value ->> 'ts')::timestamptz as occurred_at, v.value -> 'event' ->> 'visitor_id' as visitor_id,
-           v.value -> 'event' ->> 'type' as type, v.value -> 'event' ->> 'url' as url,
-           nullif(v.value -> 'event' ->> 'referrer', '') as referrer
-      from pg_catalog.jsonb_array_elements(v_valid) v
-     order by 5, 4, 3
+    select e.ordinal - 1 as ordinal, e.value as event, p.code, p.message,
+           case when p.code is null then (e.value ->> 'id')::uuid end as id, p.occurred_at,
+           e.value ->> 'visitor_id' as visitor_id, e.value ->> 'type' as type, e.value ->> 'url' as url,
+           nullif(e.value ->> 'referrer', '') as referrer
+      from pg_catalog.jsonb_array_elements(ingest_events.events) with ordinality as e(value, ordinal)
+           cross join lateral app_private.event_problem(e.value, v_site, v_now) p
+     order by p.code is not null, 7, 6, 5
   loop
+    if v_event.code is not null then
+      v_rejected := v_rejected || pg_catalog.jsonb_build_object('index', v_event.ordinal, 'error', v_event.code, 'message', v_event.message);
+      continue;
+    end if;
+    if v_event.visitor_id is distinct from v_locked_visitor then
+      perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(v_site.id::text || '/' || v_event.visitor_id, 0));
+      v_locked_visitor := v_event.visitor_id;
+    end if;
+
     -- A frozen period takes no more events: its invoice is final. The shared lock lets
     -- freeze_invoice (exclusive) wait for requests already writing into the period.
     v_period := pg_catalog.date_trunc('month', v_event.occurred_at at time zone 'UTC')::date;
@@ -3617,6 +3613,7 @@ COMMENT ON FUNCTION app_private.record_call_event(site_id uuid, body jsonb) IS '
 CREATE FUNCTION app_private.record_consent(public_key text, visitor_id text, consent jsonb, origin text, client_ip text, global_origins text[] DEFAULT '{}'::text[]) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET enable_seqscan TO 'off'
     AS $_$
 declare
   v_site app_public.sites;
@@ -3778,6 +3775,7 @@ COMMENT ON FUNCTION app_private.record_sale(site app_public.sites, external_id t
 CREATE FUNCTION app_private.record_upload_outcomes(site_id uuid, worker text, outcomes jsonb, request_id text DEFAULT NULL::text) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
     AS $$
 declare
   v_count integer;
@@ -3804,7 +3802,8 @@ begin
            request_id = case when o.kind in ('accepted', 'sent') then coalesce(o.request_id, record_upload_outcomes.request_id, q.request_id) else q.request_id end,
            sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
            accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
-           locked_by = null, locked_until = null
+           locked_by = null, locked_until = null,
+           updated_at = greatest(pg_catalog.now(), q.updated_at + interval '1 millisecond')
       from o
      where q.site_id = record_upload_outcomes.site_id and q.id = o.id
        and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
@@ -3813,7 +3812,9 @@ begin
   select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
     into v_count, v_never_delivered
     from applied a;
-  perform app_private.drop_needless_retractions(record_upload_outcomes.site_id, v_never_delivered);
+  if v_never_delivered is not null then
+    perform app_private.drop_needless_retractions(record_upload_outcomes.site_id, v_never_delivered);
+  end if;
   return v_count;
 end;
 $$;
@@ -4226,6 +4227,47 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.settle_request(site_id uuid, request_id text, status text, errors jsonb) IS 'Applies Google''s processing status of a Data Manager request to the rows it carried.';
+
+--
+-- Name: shape_conversion_payloads(uuid, app_public.offline_conversion_queue[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+  select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
+         app_private.google_time(t.conversion_at, st.timezone),
+         case when q.kind = 'retraction' then app_private.google_time(pg_catalog.now(), st.timezone) end,
+         q.value::text, q.currency,
+         case when q.ad_user_data = 'granted' then i.email_sha256 end,
+         case when q.ad_user_data = 'granted' then i.phone_sha256 end,
+         q.ad_user_data, q.ad_personalization, q.conversion_at,
+         -- A call through a Google forwarding number is reported as a call conversion (caller
+         -- number and call start; the number is user data, so only with ad_user_data granted).
+         case when q.ad_user_data = 'granted' then c.caller end,
+         case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end
+    from pg_catalog.unnest(shape_conversion_payloads.queued) q
+    cross join (select st.timezone from app_public.sites st where st.id = shape_conversion_payloads.site_id) st
+    cross join lateral (select s.session_id, s.call_id from app_public.sales s where s.site_id = q.site_id and s.id = q.sale_id offset 0) s
+    left join lateral (select i.email_sha256, i.phone_sha256 from app_private.sale_identifiers i
+                        where i.site_id = q.site_id and i.sale_id = q.sale_id offset 0) i on true
+    left join lateral (select c.caller, c.started_at from app_public.calls c
+                        where c.site_id = q.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null) c on true
+    -- Never before the click: a second after the session that brought the sale began.
+    cross join lateral (select case when s.session_id is null then q.conversion_at
+                                    else greatest(q.conversion_at, (select min(se.started_at) + interval '1 second' from app_public.sessions se
+                                                                     where se.site_id = q.site_id and se.id = s.session_id)) end as conversion_at
+                         offset 0) t
+   where q.site_id = shape_conversion_payloads.site_id;
+$$;
+
+--
+-- Name: FUNCTION shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted.';
 
 --
 -- Name: sites_with_due_conversions(text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -6713,6 +6755,12 @@ CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conv
 CREATE INDEX offline_conversion_queue_lease_idx ON app_public.offline_conversion_queue USING btree (provider, locked_until) WHERE (status = 'processing'::text);
 
 --
+-- Name: offline_conversion_queue_sent_idx; Type: INDEX; Schema: app_public; Owner: -
+--
+
+CREATE INDEX offline_conversion_queue_sent_idx ON app_public.offline_conversion_queue USING btree (site_id, request_id) INCLUDE (sent_at) WHERE (status = 'sent'::text);
+
+--
 -- Name: offline_conversion_queue_site_due_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -6830,7 +6878,7 @@ CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.destinations FO
 -- Name: offline_conversion_queue _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
-CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.offline_conversion_queue FOR EACH ROW EXECUTE FUNCTION app_private.tg__touch_updated_at();
+CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.offline_conversion_queue FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION app_private.tg__touch_updated_at();
 
 --
 -- Name: sites _100_touch_updated_at; Type: TRIGGER; Schema: app_public; Owner: -
@@ -7875,10 +7923,10 @@ REVOKE ALL ON FUNCTION app_private.enqueue_upload(site_id uuid, provider text, r
 REVOKE ALL ON FUNCTION app_private.ensure_quota_shards(site app_public.sites, period date) FROM PUBLIC;
 
 --
--- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION event_problem(event jsonb, site app_public.sites, now timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone, OUT code text, OUT message text, OUT occurred_at timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.event_problem(event jsonb, site app_public.sites, now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION export_credential_for(username text); Type: ACL; Schema: app_private; Owner: -
@@ -8131,6 +8179,12 @@ REVOKE ALL ON FUNCTION app_private.session_id_for(site_id uuid, first_event_id u
 --
 
 REVOKE ALL ON FUNCTION app_private.settle_request(site_id uuid, request_id text, status text, errors jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION sites_with_due_conversions(provider text); Type: ACL; Schema: app_private; Owner: -

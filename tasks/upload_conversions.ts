@@ -13,10 +13,15 @@ import { uuidFields } from "../src/worker/payload";
 
 // One set of gRPC clients and one token cache per process, not per job.
 let shared: { rails: Rails; vault: Vault; owner: pg.Pool } | undefined;
+/**
+ * Connections of the uploaders' own pool: a delivery keeps a claim and a record in flight while
+ * it uploads (src/delivery/deliver.ts), and the worker runs two jobs at once (its concurrency).
+ */
+const OWNER_POOL_SIZE = 4;
 function sharedState(): NonNullable<typeof shared> {
   if (!shared) {
     const config = readConfig();
-    shared = { rails: makeRails(config.google), vault: new Vault(config.vaultKeys), owner: new pg.Pool({ connectionString: config.databaseUrl, max: 2 }) };
+    shared = { rails: makeRails(config.google), vault: new Vault(config.vaultKeys), owner: new pg.Pool({ connectionString: config.databaseUrl, max: OWNER_POOL_SIZE }) };
   }
   return shared;
 }

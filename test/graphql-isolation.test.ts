@@ -341,6 +341,12 @@ beforeAll(async () => {
     allErasureRequests { nodes { id rowId siteId subjectHash } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
+  // A dashboard lists a destination's conversions by status: the index these fields need must stay.
+  const byStatus = await service.graphql(`{
+    allOfflineConversionQueues(condition: {status: "pending"}, orderBy: [STATUS_ASC]) { totalCount }
+    allDestinations { nodes { offlineConversionQueuesBySiteIdAndDestinationId(filter: {status: {in: ["failed", "pending"]}}) { totalCount } } }
+  }`, undefined, ownerOfB.credential);
+  expect(byStatus.body.errors).toBeUndefined();
   const d = rowsOfB.body.data;
   recordsOfB = {
     Site: d.allSites.nodes.filter((n: any) => n.rowId === B.siteId),

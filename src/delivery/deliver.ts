@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import type pg from "pg";
 import { DataManagerRail } from "../google/datamanager";
-import type { BatchOutcome, Conversion, Destination, Rail, Retraction, RowOutcome } from "../google/types";
+import type { BatchOutcome, Conversion, Destination, Rail, RailClient, Retraction, RowOutcome } from "../google/types";
 import { readRefreshToken } from "../vault/credentials";
 import type { Vault } from "../vault/vault";
 import type { Rails } from "./rails";
@@ -119,63 +119,115 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
 
   if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
 
-  for (;;) {
-    // One statement claims the batch (lease, destination) and returns it ready to send.
-    const { rows: payloads } = await owner.query<PayloadRow>(
-      "select * from app_private.claim_conversion_payloads($1, $2, $3, $4, $5)",
-      [siteId, deps.batchSize ?? BATCH_SIZE, worker, LEASE_SECONDS, row.id]);
-    if (payloads.length === 0) break;
-    summary.claimed += payloads.length;
+  const batchSize = deps.batchSize ?? BATCH_SIZE;
+  // One statement claims a batch (lease, destination) and returns it ready to send.
+  const claim = () => observed(owner.query<PayloadRow>(
+    "select * from app_private.claim_conversion_payloads($1, $2, $3, $4, $5)",
+    [siteId, batchSize, worker, LEASE_SECONDS, row.id]).then((result) => result.rows));
+  const record = (outcomes: Outcome[], requestId: string | undefined) => observed(owner.query(
+    "select app_private.record_upload_outcomes($1, $2, $3::jsonb, $4)",
+    [siteId, worker, JSON.stringify(outcomes), requestId ?? null]).then(() => undefined));
 
-    const outcomes: Outcome[] = [];
-    const sendable: PayloadRow[] = [];
-    for (const payload of payloads) {
-      const matchable = payload.click_id || payload.caller_id
-        || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
-      if (payload.kind === "conversion" && !matchable) {
-        const tooOld = Date.now() - payload.conversion_at.getTime() > GIVE_UP_WITHOUT_IDENTIFIER_MS;
-        outcomes.push(tooOld
-          ? { id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." }
-          : { id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
-      } else {
-        sendable.push(payload);
+  /*
+   * Pipelined, because per batch the database and Google each take about as long as the other:
+   * while batch N is on its way to Google, batch N+1 is claimed (when N was full, so more may be
+   * due) and batch N-1's outcomes are recorded, each on its own connection. Uploads stay one at
+   * a time and in claim order, and at most one claim and one record are in flight, so batches
+   * are the same consecutive runs of due rows as without the pipeline (two claims at once would
+   * share the due rows between them, SKIP LOCKED, in no fixed way). Nothing about exactly-once
+   * changes: a row claimed ahead is leased to this worker like any other, just a little earlier;
+   * outcomes are recorded only for the rows of their own batch and only while this worker holds
+   * their lease; and a batch claimed ahead of a refusal (reauth) is released with the rest, or,
+   * after an error, keeps its lease until it expires, like the batch in hand.
+   */
+  let claiming: Promise<PayloadRow[]> | undefined = claim();
+  let recording: Promise<void> | undefined;
+  let reauth: string | undefined;
+  try {
+    while (claiming) {
+      const payloads: PayloadRow[] = await claiming;
+      claiming = payloads.length === batchSize ? claim() : undefined;
+      if (payloads.length === 0) break;
+      summary.claimed += payloads.length;
+
+      const sent = await sendBatch(rail, destination, payloads);
+      await recording; // one record in flight at a time (and its error surfaces here)
+      recording = record(sent.outcomes, sent.requestId);
+      for (const outcome of sent.outcomes) summary[outcome.kind]++;
+      if (sent.reauth) {
+        reauth = sent.reauth;
+        break;
       }
     }
-
-    let reauth: string | undefined;
-    const conversions = sendable.filter((p) => p.kind === "conversion");
-    const retractions = sendable.filter((p) => p.kind === "retraction");
-    let requestId: string | undefined;
-    for (const [rows, send] of [
-      [conversions, () => rail.uploadConversions(destination, conversions.map(toConversion))],
-      [retractions, () => rail.retractConversions(destination, retractions.map((p): Retraction =>
-        ({ rowId: p.id, orderId: p.order_id, adjustmentTime: p.adjustment_time })))],
-    ] as const) {
-      if (rows.length === 0 || reauth) continue;
-      const batch = await send();
-      if (batch.kind === "reauth") {
-        reauth = batch.code;
-        continue;
-      }
-      if (batch.kind === "rows") requestId ??= batch.requestId;
-      outcomes.push(...outcomesOf(destination.rail, rows.map((p) => p.id), batch));
-    }
-
-    await owner.query("select app_private.record_upload_outcomes($1, $2, $3::jsonb, $4)", [siteId, worker, JSON.stringify(outcomes), requestId ?? null]);
-    for (const outcome of outcomes) summary[outcome.kind]++;
-    if (reauth) {
-      // Google refused the credentials: nothing more can go until a person sets them again.
-      await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
-      await owner.query("select app_private.release_claimed_conversions($1, $2, $3, $4, 0)",
-        [siteId, worker, reauth, "The destination needs new credentials; the conversion waits for them."]);
-      return { ...summary, skipped: "needs_reauth" };
-    }
-    if (payloads.length < (deps.batchSize ?? BATCH_SIZE)) break;
+    await recording;
+    // A batch claimed ahead of a refused one is released below with the rest, so its claim must have landed first.
+    await claiming;
+  } catch (error) {
+    // Let nothing run on after we return.
+    await Promise.allSettled([claiming, recording]);
+    throw error;
+  }
+  if (reauth) {
+    // Google refused the credentials: nothing more can go until a person sets them again.
+    await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
+    await owner.query("select app_private.release_claimed_conversions($1, $2, $3, $4, 0)",
+      [siteId, worker, reauth, "The destination needs new credentials; the conversion waits for them."]);
+    return { ...summary, skipped: "needs_reauth" };
   }
 
   // Come back when the earliest postponed row (or an unsettled Data Manager request) is due.
   await owner.query("select app_private.schedule_next_upload($1)", [siteId]);
   return summary;
+}
+
+/**
+ * Sends one claimed batch: rows Google cannot match yet are answered here, conversions and
+ * retractions go on the rail. Returns one outcome per row it decided, the request id of the
+ * upload, and the code when Google refused the credentials (the rows it did not send then stay
+ * claimed, for the caller to release).
+ */
+async function sendBatch(rail: RailClient, destination: Destination, payloads: PayloadRow[]):
+    Promise<{ outcomes: Outcome[]; requestId?: string; reauth?: string }> {
+  const outcomes: Outcome[] = [];
+  const sendable: PayloadRow[] = [];
+  for (const payload of payloads) {
+    const matchable = payload.click_id || payload.caller_id
+      || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
+    if (payload.kind === "conversion" && !matchable) {
+      const tooOld = Date.now() - payload.conversion_at.getTime() > GIVE_UP_WITHOUT_IDENTIFIER_MS;
+      outcomes.push(tooOld
+        ? { id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." }
+        : { id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
+    } else {
+      sendable.push(payload);
+    }
+  }
+
+  let reauth: string | undefined;
+  const conversions = sendable.filter((p) => p.kind === "conversion");
+  const retractions = sendable.filter((p) => p.kind === "retraction");
+  let requestId: string | undefined;
+  for (const [rows, send] of [
+    [conversions, () => rail.uploadConversions(destination, conversions.map(toConversion))],
+    [retractions, () => rail.retractConversions(destination, retractions.map((p): Retraction =>
+      ({ rowId: p.id, orderId: p.order_id, adjustmentTime: p.adjustment_time })))],
+  ] as const) {
+    if (rows.length === 0 || reauth) continue;
+    const batch = await send();
+    if (batch.kind === "reauth") {
+      reauth = batch.code;
+      continue;
+    }
+    if (batch.kind === "rows") requestId ??= batch.requestId;
+    outcomes.push(...outcomesOf(destination.rail, rows.map((p) => p.id), batch));
+  }
+  return { outcomes, requestId, reauth };
+}
+
+/** The promise, with its rejection marked as handled now: it is awaited later, perhaps after other awaits. */
+function observed<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
 }
 
 /** Data Manager accepts a request before it processes it: ask how it went, and record Google's verdict. */
