@@ -1,7 +1,1 @@
---! Conversions by destination and status stay queryable.
---
--- 000012 dropped this index to save a write per status change, but PostGraphile offers
--- conditions, filters, ordering and the destination's list of conversions only on indexed
--- columns, so the dashboard lost "this destination's failed conversions". It comes back.
-create index if not exists offline_conversion_queue_destination_idx
-  on app_public.offline_conversion_queue (site_id, destination_id, status);
+-- Enter migration here
