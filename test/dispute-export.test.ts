@@ -310,6 +310,20 @@ describe("the export's content is the digest's input", () => {
     expect(digestOfLines(dataLines(reply))).toBe(digest);
   });
 
+  test("a reason with a comma or a quote is quoted as CSV; the first three columns and the recipe are unaffected", async () => {
+    const key = "33333333-0000-4000-8000-000000000001";
+    await getRootPool().query(
+      `insert into app_public.ingest_idempotency (site_id, idempotency_key, occurred_at, received_at, billable, reason)
+       values ($1, $2, '2026-06-10T10:00:00Z', '2026-06-10T10:00:01Z', false, 'import, "legacy"')`, [fx.siteId, key]);
+    const digest = await freeze(fx.siteId, "2026-06");
+    const reply = await download(`?period=2026-06&site=${fx.siteId}`, fx.ownerToken);
+    expect(reply.status).toBe(200);
+    expect(reply.text).toBe(`${HEADER}\n${key},2026-06-10T10:00:00.000Z,false,2026-06-10T10:00:01.000Z,"import, ""legacy"""\n`);
+    expect(shellDigest(reply.text)).toBe(digest);
+    expect(reply.headers.get("x-invoice-ledger-digest")).toBe(digest);
+    expect(digest).toBe(sha256(`${key},2026-06-10T10:00:00.000Z,false\n`));
+  });
+
   test(`a large month (${BIG_ROWS} rows) streams completely, in order, and hashes to its snapshot`, async () => {
     const reply = await download(`?period=${SEPTEMBER}&site=${fx.bigSiteId}`, fx.bigOwnerToken);
     expect(reply.status).toBe(200);

@@ -43,15 +43,16 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
         "select ledger_digest from app_public.invoice_snapshots where site_id = $1 and period = $2", [siteId, periodStart]);
       // COPY streams rows straight from the server into the response (no per-row objects);
       // it takes no bind parameters, so the (validated) site and month are quoted literals.
+      // CSV format quotes a field only when it must (a reason with a comma, quote or newline);
+      // the first three never need it: they are exactly the digest's lines (app_hidden.ledger_line), which the tests hold them to.
       const copy = client.query(copyTo(
-        `copy (select app_hidden.ledger_line(l.idempotency_key, l.occurred_at, l.billable) || ','
-                      || pg_catalog.to_char(l.received_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ','
-                      || coalesce(l.reason, '')
+        `copy (select l.idempotency_key::text, pg_catalog.to_char(l.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                      l.billable::text, pg_catalog.to_char(l.received_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), l.reason
                  from app_public.ingest_idempotency l
                 where l.site_id = ${pg.escapeLiteral(siteId)}::uuid
                   and l.occurred_at >= (${pg.escapeLiteral(periodStart)}::date)::timestamp at time zone 'UTC'
                   and l.occurred_at < (${pg.escapeLiteral(periodStart)}::date + interval '1 month')::timestamp at time zone 'UTC'
-                order by l.idempotency_key::text collate "C", l.occurred_at) to stdout`));
+                order by l.idempotency_key::text collate "C", l.occurred_at) to stdout with (format csv)`));
 
       res.status(200);
       res.setHeader("Content-Type", "text/csv; charset=utf-8");
