@@ -496,8 +496,7 @@ COMMENT ON FUNCTION app_hidden.is_valid_timezone(tz text) IS 'True when PostgreS
 CREATE FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) RETURNS text
     LANGUAGE sql STABLE STRICT PARALLEL SAFE
     AS $$
-  select idempotency_key::text || ',' || pg_catalog.to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-         || ',' || billable::text;
+  select idempotency_key::text || ',' || app_hidden.ledger_time(occurred_at) || ',' || billable::text;
 $$;
 
 --
@@ -505,6 +504,22 @@ $$;
 --
 
 COMMENT ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) IS 'One ledger row as the digest and the dispute export write it: key,occurred_at,billable (no newline). In app_hidden because the export runs as the visitor role.';
+
+--
+-- Name: ledger_time(timestamp with time zone); Type: FUNCTION; Schema: app_hidden; Owner: -
+--
+
+CREATE FUNCTION app_hidden.ledger_time(at timestamp with time zone) RETURNS text
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE
+    AS $$
+  select pg_catalog.to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
+$$;
+
+--
+-- Name: FUNCTION ledger_time(at timestamp with time zone); Type: COMMENT; Schema: app_hidden; Owner: -
+--
+
+COMMENT ON FUNCTION app_hidden.ledger_time(at timestamp with time zone) IS 'A ledger time as the digest and the dispute export write it: UTC, milliseconds (truncated), Z.';
 
 --
 -- Name: normalize_email(text); Type: FUNCTION; Schema: app_hidden; Owner: -
@@ -2321,9 +2336,7 @@ begin
   if not app_private.origin_allowed(v_site, find_site.origin, find_site.global_origins) then
     raise exception using errcode = 'OMORG', message = 'This origin may not send events for the site.';
   end if;
-  if v_site.rate_limit_per_minute <> 0 and find_site.client_ip is not null then
-    perform app_private.check_rate_limit(v_site, find_site.client_ip);
-  end if;
+  perform app_private.check_rate_limit(v_site, find_site.client_ip);
   return v_site;
 end;
 $$;
@@ -7620,6 +7633,13 @@ GRANT ALL ON FUNCTION app_hidden.is_valid_timezone(tz text) TO opsmantik_visitor
 
 REVOKE ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_hidden.ledger_line(idempotency_key uuid, occurred_at timestamp with time zone, billable boolean) TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION ledger_time(at timestamp with time zone); Type: ACL; Schema: app_hidden; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_hidden.ledger_time(at timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_hidden.ledger_time(at timestamp with time zone) TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION normalize_email(email text); Type: ACL; Schema: app_hidden; Owner: -

@@ -44,10 +44,10 @@ export function disputeExportHandler(config: Config, pools: { auth: pg.Pool; own
       // COPY streams rows straight from the server into the response (no per-row objects);
       // it takes no bind parameters, so the (validated) site and month are quoted literals.
       // CSV format quotes a field only when it must (a reason with a comma, quote or newline);
-      // the first three never need it: they are exactly the digest's lines (app_hidden.ledger_line), which the tests hold them to.
+      // the first three never need it: they are app_hidden.ledger_line's pieces, the digest's lines.
       const copy = client.query(copyTo(
-        `copy (select l.idempotency_key::text, pg_catalog.to_char(l.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                      l.billable::text, pg_catalog.to_char(l.received_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), l.reason
+        `copy (select l.idempotency_key::text, app_hidden.ledger_time(l.occurred_at), l.billable::text,
+                      app_hidden.ledger_time(l.received_at), l.reason
                  from app_public.ingest_idempotency l
                 where l.site_id = ${pg.escapeLiteral(siteId)}::uuid
                   and l.occurred_at >= (${pg.escapeLiteral(periodStart)}::date)::timestamp at time zone 'UTC'
