@@ -1440,7 +1440,7 @@ COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_i
 -- Name: claim_conversion_payloads(uuid, integer, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
+CREATE FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, caller_id text, call_start_time text, unmatchable text)
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -1487,13 +1487,20 @@ CREATE TABLE app_public.offline_conversion_queue (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     destination_id uuid,
+    stage text GENERATED ALWAYS AS (
+CASE
+    WHEN (status = ANY (ARRAY['pending'::text, 'processing'::text])) THEN 'open'::text
+    WHEN (status = 'sent'::text) THEN 'sent'::text
+    ELSE 'closed'::text
+END) STORED NOT NULL,
     CONSTRAINT offline_conversion_queue_ad_personalization CHECK ((ad_personalization = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
     CONSTRAINT offline_conversion_queue_ad_user_data CHECK ((ad_user_data = ANY (ARRAY['granted'::text, 'denied'::text, 'unspecified'::text]))),
     CONSTRAINT offline_conversion_queue_click_id_type CHECK ((click_id_type = ANY (ARRAY['gclid'::text, 'gbraid'::text, 'wbraid'::text]))),
     CONSTRAINT offline_conversion_queue_kind CHECK ((kind = ANY (ARRAY['conversion'::text, 'retraction'::text]))),
     CONSTRAINT offline_conversion_queue_provider CHECK ((provider = 'google'::text)),
     CONSTRAINT offline_conversion_queue_status CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'sent'::text, 'accepted'::text, 'failed'::text, 'cancelled'::text])))
-);
+)
+WITH (fillfactor='50');
 
 --
 -- Name: TABLE offline_conversion_queue; Type: COMMENT; Schema: app_public; Owner: -
@@ -1536,7 +1543,8 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.kind IS 'conversion, or re
 -- Name: COLUMN offline_conversion_queue.status; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.offline_conversion_queue.status IS 'pending (waiting; see retry_at), processing (an uploader holds it), sent (Google has it, result pending), accepted, failed (see last_error_code) or cancelled.';
+COMMENT ON COLUMN app_public.offline_conversion_queue.status IS '@isIndexed
+pending (waiting; see retry_at), processing (an uploader holds it), sent (Google has it, result pending), accepted, failed (see last_error_code) or cancelled.';
 
 --
 -- Name: COLUMN offline_conversion_queue.order_id; Type: COMMENT; Schema: app_public; Owner: -
@@ -1659,6 +1667,13 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.updated_at IS 'When it las
 COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS 'The destination it was last sent to.';
 
 --
+-- Name: COLUMN offline_conversion_queue.stage; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.offline_conversion_queue.stage IS '@behavior -*
+Derived from status for the queue''s partial indexes: open (pending or processing), sent, closed. A claim leaves it unchanged.';
+
+--
 -- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -1673,44 +1688,34 @@ begin
   if (claim_offline_conversion_jobs."limit" between 1 and 2000 and claim_offline_conversion_jobs.lease_seconds between 10 and 86400) is not true then
     raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
   end if;
-  v_rows := array(
-    select q.ctid from app_public.offline_conversion_queue q
-     where q.provider = claim_offline_conversion_jobs.provider and q.status = 'processing' and q.locked_until < pg_catalog.now()
-       and (claim_offline_conversion_jobs.site_id is null or q.site_id = claim_offline_conversion_jobs.site_id)
-       -- A retraction waits while its conversion is in flight: Google must see them in order.
-       and (q.kind = 'conversion'
-            or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
-                          where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                            and c.kind = 'conversion'), false) is false)
-     order by q.retry_at, q.created_at, q.id
-     limit claim_offline_conversion_jobs."limit"
-       for update skip locked);
-  if pg_catalog.cardinality(v_rows) < claim_offline_conversion_jobs."limit" then
-    if claim_offline_conversion_jobs.site_id is not null then
-      v_rows := v_rows || array(
-        select q.ctid from app_public.offline_conversion_queue q
-         where q.site_id = claim_offline_conversion_jobs.site_id and q.status = 'pending' and q.retry_at <= pg_catalog.now()
-           and q.provider = claim_offline_conversion_jobs.provider
-           and (q.kind = 'conversion'
-                or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
-                              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                                and c.kind = 'conversion'), false) is false)
-         order by q.retry_at, q.created_at, q.id
-         limit claim_offline_conversion_jobs."limit" - pg_catalog.cardinality(v_rows)
-           for update skip locked);
-    else
-      -- Every site at once (not the upload loop's way): the same rule, without the per-site index order.
-      v_rows := v_rows || array(
-        select q.ctid from app_public.offline_conversion_queue q
-         where q.status = 'pending' and q.retry_at <= pg_catalog.now() and q.provider = claim_offline_conversion_jobs.provider
-           and (q.kind = 'conversion'
-                or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
-                              where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                                and c.kind = 'conversion'), false) is false)
-         order by q.retry_at, q.created_at, q.id
-         limit claim_offline_conversion_jobs."limit" - pg_catalog.cardinality(v_rows)
-           for update skip locked);
-    end if;
+  if claim_offline_conversion_jobs.site_id is not null then
+    v_rows := array(
+      select q.ctid from app_public.offline_conversion_queue q
+       where q.site_id = claim_offline_conversion_jobs.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()
+         and (q.status = 'pending' or q.locked_until < pg_catalog.now())
+         and q.provider = claim_offline_conversion_jobs.provider
+         -- A retraction waits while its conversion is in flight: Google must see them in order.
+         and (q.kind = 'conversion'
+              or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                            where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                              and c.kind = 'conversion'), false) is false)
+       order by q.retry_at, q.created_at, q.id
+       limit claim_offline_conversion_jobs."limit"
+         for update skip locked);
+  else
+    -- Every site at once (not the upload loop's way): the same rule, without the per-site index order.
+    v_rows := array(
+      select q.ctid from app_public.offline_conversion_queue q
+       where q.stage = 'open' and q.retry_at <= pg_catalog.now()
+         and (q.status = 'pending' or q.locked_until < pg_catalog.now())
+         and q.provider = claim_offline_conversion_jobs.provider
+         and (q.kind = 'conversion'
+              or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                            where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                              and c.kind = 'conversion'), false) is false)
+       order by q.retry_at, q.created_at, q.id
+       limit claim_offline_conversion_jobs."limit"
+         for update skip locked);
   end if;
   return query
   update app_public.offline_conversion_queue q
@@ -1788,7 +1793,7 @@ COMMENT ON FUNCTION app_private.conversion_consent(site app_public.sites, visito
 -- Name: conversion_payloads(uuid, uuid[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
+CREATE FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, caller_id text, call_start_time text, unmatchable text)
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -1801,7 +1806,7 @@ $$;
 -- Name: FUNCTION conversion_payloads(site_id uuid, ids uuid[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted.';
+COMMENT ON FUNCTION app_private.conversion_payloads(site_id uuid, ids uuid[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted, and whether Google could match the row at all.';
 
 --
 -- Name: count_event_removals(uuid, text, timestamp with time zone[]); Type: FUNCTION; Schema: app_private; Owner: -
@@ -3086,13 +3091,13 @@ begin
   end if;
   update app_public.offline_conversion_queue q
      set status = 'sent', request_id = 'csv', sent_at = pg_catalog.now(), last_error_code = null, last_error_message = null
-   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'pending' and q.click_id_type = 'gclid'
+   where q.site_id = v_site.id and q.stage = 'open' and q.kind = 'conversion' and q.status = 'pending' and q.click_id_type = 'gclid'
      and q.conversion_at > pg_catalog.now() - interval '90 days';
   -- A scheduled import cannot retract: such a retraction says so instead of waiting for ever.
   update app_public.offline_conversion_queue q
      set status = 'failed', last_error_code = 'RETRACTION_UNSUPPORTED',
          last_error_message = 'Google''s scheduled CSV import cannot retract a conversion; remove it in Google Ads.'
-   where q.site_id = v_site.id and q.kind = 'retraction' and q.status = 'pending';
+   where q.site_id = v_site.id and q.stage = 'open' and q.kind = 'retraction' and q.status = 'pending';
   return next 'Parameters:TimeZone=' || v_site.timezone;
   return next 'Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,Ad User Data,Ad Personalization';
   return query
@@ -3101,7 +3106,7 @@ begin
            case q.ad_user_data when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end,
            case q.ad_personalization when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end)
     from app_public.offline_conversion_queue q
-   where q.site_id = v_site.id and q.kind = 'conversion' and q.status = 'sent' and q.request_id = 'csv'
+   where q.site_id = v_site.id and q.stage = 'sent' and q.kind = 'conversion' and q.request_id = 'csv'
      and q.conversion_at > pg_catalog.now() - interval '90 days'
      and q.click_id is not null and q.click_id_type = 'gclid'
    order by q.conversion_at, q.id;
@@ -3819,7 +3824,7 @@ begin
            updated_at = greatest(pg_catalog.now(), q.updated_at + interval '1 millisecond')
       from o
      where q.site_id = record_upload_outcomes.site_id and q.id = o.id
-       and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
+       and q.stage = 'open' and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
     returning q.site_id, q.sale_id, q.kind, q.status
   )
   select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
@@ -3872,7 +3877,7 @@ begin
     select s.*, q.id as queue_id
       from app_public.offline_conversion_queue q
       join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
-     where q.site_id = refresh_conversion_attribution.site_id and q.kind = 'conversion' and q.status = 'pending' and q.click_id is null
+     where q.site_id = refresh_conversion_attribution.site_id and q.stage = 'open' and q.kind = 'conversion' and q.status = 'pending' and q.click_id is null
        for update of q
   loop
     declare
@@ -3927,7 +3932,7 @@ begin
                                      else release_claimed_conversions.message end,
            retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => release_claimed_conversions.retry_after_seconds)
       from app_public.sales s
-     where q.site_id = release_claimed_conversions.site_id and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker
+     where q.site_id = release_claimed_conversions.site_id and q.stage = 'open' and q.status = 'processing' and q.locked_by = release_claimed_conversions.worker
        and s.site_id = q.site_id and s.id = q.sale_id
     returning q.sale_id, q.kind, q.status
   )
@@ -4149,7 +4154,7 @@ CREATE FUNCTION app_private.schedule_next_upload(site_id uuid) RETURNS void
     from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + interval '5 minutes' end) as next_at
             from app_public.offline_conversion_queue q
            where q.site_id = schedule_next_upload.site_id
-             and (q.status = 'pending' or (q.status = 'sent' and q.request_id is not null and q.last_error_code is null
+             and ((q.stage = 'open' and q.status = 'pending') or (q.stage = 'sent' and q.request_id is not null and q.last_error_code is null
                                            and q.sent_at > pg_catalog.now() - interval '2 days'))) n
    where n.next_at is not null;
 $$;
@@ -4228,7 +4233,7 @@ begin
            when 'FAILED' then 'Google could not process the upload: ' || coalesce(nullif(v_reasons, ''), 'no reason given') || '.'
            when 'PARTIAL_SUCCESS' then 'Google processed the upload with some rows rejected (' || coalesce(v_reasons, '') || '); it does not say which.'
            else q.last_error_message end
-   where q.site_id = settle_request.site_id and q.request_id = settle_request.request_id and q.status = 'sent'
+   where q.site_id = settle_request.site_id and q.request_id = settle_request.request_id and q.stage = 'sent'
      and settle_request.status in ('SUCCESS', 'FAILED', 'PARTIAL_SUCCESS');
   get diagnostics v_count = row_count;
   return v_count;
@@ -4245,7 +4250,7 @@ COMMENT ON FUNCTION app_private.settle_request(site_id uuid, request_id text, st
 -- Name: shape_conversion_payloads(uuid, app_public.offline_conversion_queue[]); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, conversion_at timestamp with time zone, caller_id text, call_start_time text)
+CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, caller_id text, call_start_time text, unmatchable text)
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET jit TO 'off'
@@ -4256,11 +4261,17 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
          q.value::text, q.currency,
          case when q.ad_user_data = 'granted' then i.email_sha256 end,
          case when q.ad_user_data = 'granted' then i.phone_sha256 end,
-         q.ad_user_data, q.ad_personalization, q.conversion_at,
+         q.ad_user_data, q.ad_personalization,
          -- A call through a Google forwarding number is reported as a call conversion (caller
          -- number and call start; the number is user data, so only with ad_user_data granted).
          case when q.ad_user_data = 'granted' then c.caller end,
-         case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end
+         case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end,
+         -- A conversion Google cannot match (no click id, and no caller, email or phone it may
+         -- use) is not sent: it waits for a click id to turn up, for 7 days after the sale.
+         case when q.kind = 'conversion' and q.click_id is null
+                   and (q.ad_user_data <> 'granted' or (c.caller is null and i.email_sha256 is null and i.phone_sha256 is null))
+              then case when q.conversion_at < pg_catalog.now() - interval '7 days' then 'NO_IDENTIFIER' else 'AWAITING_CLICK_ID' end
+         end
     from pg_catalog.unnest(shape_conversion_payloads.queued) q
     cross join (select st.timezone from app_public.sites st where st.id = shape_conversion_payloads.site_id) st
     cross join lateral (select s.session_id, s.call_id from app_public.sales s where s.site_id = q.site_id and s.id = q.sale_id offset 0) s
@@ -4268,10 +4279,13 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
                         where i.site_id = q.site_id and i.sale_id = q.sale_id offset 0) i on true
     left join lateral (select c.caller, c.started_at from app_public.calls c
                         where c.site_id = q.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null) c on true
-    -- Never before the click: a second after the session that brought the sale began.
+    -- Never before the click: a second after the session that brought the sale began. Only a
+    -- session that began after the sale's time less a second can move it, so only the sessions
+    -- partitions from the sale's month on are read (run-time pruning), not every month kept.
     cross join lateral (select case when s.session_id is null then q.conversion_at
                                     else greatest(q.conversion_at, (select min(se.started_at) + interval '1 second' from app_public.sessions se
-                                                                     where se.site_id = q.site_id and se.id = s.session_id)) end as conversion_at
+                                                                     where se.site_id = q.site_id and se.id = s.session_id
+                                                                       and se.started_at > q.conversion_at - interval '1 second')) end as conversion_at
                          offset 0) t
    where q.site_id = shape_conversion_payloads.site_id;
 $$;
@@ -4280,7 +4294,7 @@ $$;
 -- Name: FUNCTION shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted.';
+COMMENT ON FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[]) IS 'Queue rows in the shape the rails send: time in the site''s zone (never before the click), identifiers and caller only with ad_user_data granted, and whether Google could match the row at all.';
 
 --
 -- Name: sites_with_due_conversions(text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4292,7 +4306,8 @@ CREATE FUNCTION app_private.sites_with_due_conversions(provider text) RETURNS SE
     AS $$
   select distinct q.site_id from app_public.offline_conversion_queue q
    where q.provider = sites_with_due_conversions.provider
-     and ((q.status = 'pending' and q.retry_at <= pg_catalog.now()) or (q.status = 'processing' and q.locked_until < pg_catalog.now()))
+     and q.stage = 'open' and q.retry_at <= pg_catalog.now()
+     and (q.status = 'pending' or q.locked_until < pg_catalog.now())
      and exists (select 1 from app_public.destinations d where d.site_id = q.site_id and d.status = 'active');
 $$;
 
@@ -4574,6 +4589,26 @@ $$;
 COMMENT ON FUNCTION app_private.tg__touch_updated_at() IS 'Keeps updated_at moving forward on every update.';
 
 --
+-- Name: tg_offline_conversion_queue__destination(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_offline_conversion_queue__destination() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  new.destination_id := (select d.id from app_public.destinations d where d.site_id = new.site_id and d.status <> 'paused');
+  return new;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_offline_conversion_queue__destination(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_offline_conversion_queue__destination() IS 'Queues a conversion for its site''s live destination (one per site), so claiming it changes no indexed column.';
+
+--
 -- Name: tg_site_members__keep_an_owner(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -4648,7 +4683,7 @@ CREATE FUNCTION app_private.unsettled_requests(site_id uuid) RETURNS SETOF text
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select distinct q.request_id from app_public.offline_conversion_queue q
-   where q.site_id = unsettled_requests.site_id and q.status = 'sent' and q.request_id is not null and q.last_error_code is null
+   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and q.request_id is not null and q.last_error_code is null
      and q.sent_at < pg_catalog.now() - interval '5 minutes' and q.sent_at > pg_catalog.now() - interval '2 days'
    limit 50;
 $$;
@@ -5077,7 +5112,7 @@ $$;
 -- Name: FUNCTION destinations_conversion_totals(d app_public.destinations); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) IS 'How many of the conversions sent to this destination are pending a retry, in flight, sent (awaiting Google''s processing), accepted, failed or cancelled.';
+COMMENT ON FUNCTION app_public.destinations_conversion_totals(d app_public.destinations) IS 'How many of this destination''s conversions are pending (waiting for their first upload or a retry), in flight, sent (awaiting Google''s processing), accepted, failed or cancelled.';
 
 --
 -- Name: export_subject_data(uuid, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -5120,7 +5155,7 @@ begin
                                  'email_sha256', i.email_sha256, 'phone_sha256', i.phone_sha256) order by s.occurred_at)
                          from app_public.sales s left join app_private.sale_identifiers i on i.site_id = s.site_id and i.sale_id = s.id
                         where s.site_id = export_subject_data.site_id and s.id = any(v.sale_ids)), '[]'),
-    'conversions', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q) - 'locked_by' - 'locked_until' order by q.created_at)
+    'conversions', coalesce((select pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q) - 'locked_by' - 'locked_until' - 'stage' order by q.created_at)
                                from app_public.offline_conversion_queue q
                               where q.site_id = export_subject_data.site_id and q.sale_id = any(v.sale_ids)), '[]'));
 end;
@@ -6759,25 +6794,19 @@ CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, 
 -- Name: offline_conversion_queue_destination_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conversion_queue USING btree (site_id, destination_id, status);
-
---
--- Name: offline_conversion_queue_lease_idx; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX offline_conversion_queue_lease_idx ON app_public.offline_conversion_queue USING btree (provider, locked_until) WHERE (status = 'processing'::text);
+CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conversion_queue USING btree (site_id, destination_id);
 
 --
 -- Name: offline_conversion_queue_sent_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX offline_conversion_queue_sent_idx ON app_public.offline_conversion_queue USING btree (site_id, request_id) INCLUDE (sent_at) WHERE (status = 'sent'::text);
+CREATE INDEX offline_conversion_queue_sent_idx ON app_public.offline_conversion_queue USING btree (site_id, request_id) INCLUDE (sent_at) WHERE (stage = 'sent'::text);
 
 --
 -- Name: offline_conversion_queue_site_due_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX offline_conversion_queue_site_due_idx ON app_public.offline_conversion_queue USING btree (site_id, retry_at, created_at, id) WHERE (status = 'pending'::text);
+CREATE INDEX offline_conversion_queue_site_due_idx ON app_public.offline_conversion_queue USING btree (site_id, retry_at, created_at, id) WHERE (stage = 'open'::text);
 
 --
 -- Name: sales_call_idx; Type: INDEX; Schema: app_public; Owner: -
@@ -6844,6 +6873,12 @@ CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_private.export
 --
 
 CREATE TRIGGER _500_audit AFTER INSERT OR DELETE OR UPDATE ON app_private.provider_credentials FOR EACH ROW EXECUTE FUNCTION app_private.tg__audit('site_id', 'destination_id', 'wrapped_key', 'nonce', 'ciphertext', 'auth_tag');
+
+--
+-- Name: offline_conversion_queue _050_queue_destination; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _050_queue_destination BEFORE INSERT ON app_public.offline_conversion_queue FOR EACH ROW WHEN ((new.destination_id IS NULL)) EXECUTE FUNCTION app_private.tg_offline_conversion_queue__destination();
 
 --
 -- Name: audit_log _100_append_only; Type: TRIGGER; Schema: app_public; Owner: -
@@ -8253,6 +8288,12 @@ REVOKE ALL ON FUNCTION app_private.tg__refuse_change() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg__touch_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_offline_conversion_queue__destination(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_offline_conversion_queue__destination() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_site_members__keep_an_owner(); Type: ACL; Schema: app_private; Owner: -

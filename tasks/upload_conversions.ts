@@ -9,15 +9,16 @@ import { readConfig } from "../src/config";
 import { deliverSiteConversions } from "../src/delivery/deliver";
 import { makeRails, Rails } from "../src/delivery/rails";
 import { Vault } from "../src/vault/vault";
+import { WORKER_CONCURRENCY } from "../src/worker/runner";
 import { uuidFields } from "../src/worker/payload";
 
 // One set of gRPC clients and one token cache per process, not per job.
 let shared: { rails: Rails; vault: Vault; owner: pg.Pool } | undefined;
 /**
  * Connections of the uploaders' own pool: a delivery keeps a claim and a record in flight while
- * it uploads (src/delivery/deliver.ts), and the worker runs two jobs at once (its concurrency).
+ * it uploads (src/delivery/deliver.ts), for each job the worker runs at once.
  */
-const OWNER_POOL_SIZE = 4;
+const OWNER_POOL_SIZE = 2 * WORKER_CONCURRENCY;
 function sharedState(): NonNullable<typeof shared> {
   if (!shared) {
     const config = readConfig();

@@ -331,6 +331,59 @@ describe("claiming due conversions", () => {
     });
   });
 
+  test("a claim writes no index entry: every claimed row is a HOT update, and no queue index names a column the claim changes", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      for (let i = 0; i < 5; i++) await confirmSale(client, site.id, { externalId: `CRM-hot-${i}` });
+      // This transaction's own table statistics: updates, and of those the ones that were HOT.
+      const updates = async () => (await client.query<{ upd: string; hot: string }>(
+        `select n_tup_upd as upd, n_tup_hot_upd as hot from pg_catalog.pg_stat_xact_user_tables
+          where relid = 'app_public.offline_conversion_queue'::regclass`)).rows[0];
+      const before = await updates();
+      expect(await claim(client, site.id, 10, "w")).toHaveLength(5);
+      const after = await updates();
+      expect({ updated: Number(after.upd) - Number(before.upd), hot: Number(after.hot) - Number(before.hot) }).toEqual({ updated: 5, hot: 5 });
+
+      // Why: the claim sets these columns, and an index (key, expression or predicate) naming
+      // any of them would make every claim a non-HOT update again.
+      const { rows } = await client.query<{ index: string; definition: string }>(
+        `select i.indexrelid::regclass::text as index, pg_catalog.pg_get_indexdef(i.indexrelid) as definition
+           from pg_catalog.pg_index i where i.indrelid = 'app_public.offline_conversion_queue'::regclass`);
+      expect(rows.length).toBeGreaterThan(3);
+      for (const { index, definition } of rows) {
+        expect({ index, names: definition.match(/\b(status|locked_by|locked_until|attempts|updated_at|destination_id)\b/g) ?? [] })
+          .toEqual({ index, names: index.endsWith("destination_idx") ? ["destination_id"] : [] });
+      }
+    });
+  });
+
+  test("a conversion is queued for its site's live destination, none without one; a claim moves rows to a destination that replaced theirs", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const before = await confirmSale(client, site.id, { externalId: "CRM-no-destination" });
+      const destination = async (status: string) => (await client.query<{ id: string }>(
+        `insert into app_public.destinations (site_id, rail, customer_id, conversion_action, status)
+         values ($1, 'datamanager', '1234567890', '987654', $2) returning id`, [site.id, status])).rows[0].id;
+      const paused = await destination("paused");
+      const pausedOnly = await confirmSale(client, site.id, { externalId: "CRM-paused-only" });
+      const live = await destination("active");
+      const queued = await confirmSale(client, site.id, { externalId: "CRM-live" });
+      const destinationOf = async (sale: Sale) => (await client.query<{ destination_id: string | null }>(
+        "select destination_id from app_public.offline_conversion_queue where site_id = $1 and sale_id = $2", [site.id, sale.id])).rows[0].destination_id;
+      expect([await destinationOf(before), await destinationOf(pausedOnly), await destinationOf(queued)]).toEqual([null, null, live]);
+      expect(paused).not.toBe(live);
+
+      // The live destination is replaced: the claim hands the rows to the new one.
+      await client.query("update app_public.destinations set status = 'paused' where id = $1", [live]);
+      const replacement = await destination("active");
+      const { rows } = await client.query<{ sale_id: string; destination_id: string }>(
+        "select sale_id, destination_id from app_private.claim_offline_conversion_jobs('google', 10, $1, 'w', 300, $2)", [site.id, replacement]);
+      expect(rows.map((r) => r.destination_id)).toEqual([replacement, replacement, replacement]);
+    });
+  });
+
   test("a row waiting for its retry_at is not claimed before it; then it is", async () => {
     await withRootDb(async (client) => {
       const owner = await createUser(client);
@@ -449,6 +502,71 @@ describe("requests (the visitor role)", () => {
         await becomeRoot(client);
       }
       expect(await revenueSnapshot(client, site.id)).toEqual(before);
+    });
+  });
+});
+
+/* ------------------------------------------------------------------ payload time */
+
+/** The sale's queue rows as the rails get them (app_private.conversion_payloads). */
+async function payloadsOf(db: Queryable, siteId: string, sale: Sale): Promise<{ conversion_time: string; unmatchable: string | null }[]> {
+  const { rows } = await db.query(
+    `select p.* from app_private.conversion_payloads($1, array(
+       select q.id from app_public.offline_conversion_queue q where q.site_id = $1 and q.sale_id = $2)) p`, [siteId, sale.id]);
+  return rows;
+}
+
+describe("the time a conversion is sent with", () => {
+  const payloadTime = async (db: Queryable, siteId: string, sale: Sale): Promise<string> => (await payloadsOf(db, siteId, sale))[0].conversion_time;
+  const googleTime = async (db: Queryable, siteId: string, at: string): Promise<string> => (await db.query<{ t: string }>(
+    "select app_private.google_time($2::timestamptz, s.timezone) as t from app_public.sites s where s.id = $1", [siteId, at])).rows[0].t;
+
+  test("is the sale's time, or a second after its session began when the sale's clock is behind (never before the click)", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const now = await dbNow(client);
+      const visitor = visitorId("clock");
+      const click = pageview(visitor, now - 2 * HOUR, `${LANDING}?gclid=G_clock`);
+      await ingest(client, site, [click]);
+      const session = await sessionOf(client, site, click);
+
+      const after = await confirmSale(client, site.id, { sessionId: session.id, occurredAt: new Date(now - HOUR) });
+      const behind = await confirmSale(client, site.id, { sessionId: session.id, occurredAt: new Date(now - 3 * HOUR) });
+      const sameSecond = await confirmSale(client, site.id, { sessionId: session.id, occurredAt: new Date(now - 2 * HOUR + 500) });
+      const sessionless = await confirmSale(client, site.id, { occurredAt: new Date(now - 3 * HOUR) });
+      expect({
+        after: await payloadTime(client, site.id, after),
+        behind: await payloadTime(client, site.id, behind),
+        sameSecond: await payloadTime(client, site.id, sameSecond),
+        sessionless: await payloadTime(client, site.id, sessionless),
+      }).toEqual({
+        after: await googleTime(client, site.id, new Date(now - HOUR).toISOString()),
+        behind: await googleTime(client, site.id, new Date(now - 2 * HOUR + 1000).toISOString()),
+        sameSecond: await googleTime(client, site.id, new Date(now - 2 * HOUR + 1000).toISOString()),
+        sessionless: await googleTime(client, site.id, new Date(now - 3 * HOUR).toISOString()),
+      });
+    });
+  });
+});
+
+describe("whether Google could match a conversion", () => {
+  test.each([
+    ["a click id", { gclid: "G_match" }, "unspecified", 0, null],
+    ["nothing to match by", {}, "unspecified", 0, "AWAITING_CLICK_ID"],
+    ["an email that may be sent", { email: "a@example.com" }, "granted", 0, null],
+    ["an email that may not be sent", { email: "a@example.com" }, "denied", 0, "AWAITING_CLICK_ID"],
+    ["a phone that may be sent", { phone: "+905551112233" }, "granted", 0, null],
+    ["nothing, 6 days after the sale", {}, "unspecified", 6, "AWAITING_CLICK_ID"],
+    ["nothing, 8 days after the sale", {}, "unspecified", 8, "NO_IDENTIFIER"],
+  ] as const)("with %s", async (_what, fields, adUserData, daysAgo, expected) => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const now = await dbNow(client);
+      const sale = await confirmSale(client, site.id, { ...fields, occurredAt: new Date(now - daysAgo * 24 * HOUR - HOUR) });
+      await client.query("update app_public.offline_conversion_queue set ad_user_data = $2 where sale_id = $1", [sale.id, adUserData]);
+      expect((await payloadsOf(client, site.id, sale)).map((p) => p.unmatchable)).toEqual([expected]);
     });
   });
 });

@@ -14,9 +14,8 @@ import type { Rails } from "./rails";
 
 export const BATCH_SIZE = 2000;
 const LEASE_SECONDS = 300;
-/** A conversion with nothing Google can match waits this long for a click id to turn up. */
+/** How often a conversion Google cannot match yet is looked at again (SQL decides when it gives up). */
 const AWAIT_CLICK_ID_SECONDS = 6 * 3600;
-const GIVE_UP_WITHOUT_IDENTIFIER_MS = 7 * 24 * 3600 * 1000;
 
 export interface DeliveryDeps {
   owner: pg.Pool;
@@ -51,9 +50,10 @@ interface PayloadRow {
   phone_sha256: string | null;
   ad_user_data: "granted" | "denied" | "unspecified";
   ad_personalization: "granted" | "denied" | "unspecified";
-  conversion_at: Date;
   caller_id: string | null;
   call_start_time: string | null;
+  /** Set when Google could not match the row: it waits for a click id, or has waited long enough. */
+  unmatchable: "AWAITING_CLICK_ID" | "NO_IDENTIFIER" | null;
 }
 
 interface Outcome {
@@ -120,10 +120,11 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
 
   const batchSize = deps.batchSize ?? BATCH_SIZE;
-  // One statement claims a batch (lease, destination) and returns it ready to send.
-  const claim = () => observed(owner.query<PayloadRow>(
-    "select * from app_private.claim_conversion_payloads($1, $2, $3, $4, $5)",
-    [siteId, batchSize, worker, LEASE_SECONDS, row.id]).then((result) => result.rows));
+  // One statement claims a batch (lease, destination) and returns it ready to send, as one JSON
+  // array: a single JSON.parse costs the event loop a fraction of decoding 2,000 rows field by field.
+  const claim = () => observed(owner.query<{ payloads: PayloadRow[] }>(
+    "select coalesce(json_agg(p), '[]') as payloads from app_private.claim_conversion_payloads($1, $2, $3, $4, $5) p",
+    [siteId, batchSize, worker, LEASE_SECONDS, row.id]).then((result) => result.rows[0].payloads));
   const record = (outcomes: Outcome[], requestId: string | undefined) => observed(owner.query(
     "select app_private.record_upload_outcomes($1, $2, $3::jsonb, $4)",
     [siteId, worker, JSON.stringify(outcomes), requestId ?? null]).then(() => undefined));
@@ -191,13 +192,10 @@ async function sendBatch(rail: RailClient, destination: Destination, payloads: P
   const outcomes: Outcome[] = [];
   const sendable: PayloadRow[] = [];
   for (const payload of payloads) {
-    const matchable = payload.click_id || payload.caller_id
-      || (payload.ad_user_data === "granted" && (payload.email_sha256 || payload.phone_sha256));
-    if (payload.kind === "conversion" && !matchable) {
-      const tooOld = Date.now() - payload.conversion_at.getTime() > GIVE_UP_WITHOUT_IDENTIFIER_MS;
-      outcomes.push(tooOld
-        ? { id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." }
-        : { id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
+    if (payload.unmatchable === "NO_IDENTIFIER") {
+      outcomes.push({ id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." });
+    } else if (payload.unmatchable === "AWAITING_CLICK_ID") {
+      outcomes.push({ id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
     } else {
       sendable.push(payload);
     }

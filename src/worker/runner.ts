@@ -31,7 +31,10 @@ const workerLogger = new WorkerLogger((scope) => (level, message, meta) => {
   child[method](meta ?? {}, message);
 });
 
-export async function startWorker(pool: pg.Pool, { concurrency = 2 } = {}): Promise<Runner> {
+/** Jobs one worker process runs at once (uploads of two sites, say, side by side). */
+export const WORKER_CONCURRENCY = 2;
+
+export async function startWorker(pool: pg.Pool, { concurrency = WORKER_CONCURRENCY } = {}): Promise<Runner> {
   const runner = await run({
     pgPool: pool,
     taskList: loadTaskList(),

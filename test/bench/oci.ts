@@ -3,8 +3,8 @@
  * measured beside the fake called directly, in the same run, on the same machine:
  *   ours      N pending conversions (sales confirmed with confirm_sale_and_enqueue, spread over
  *             --sites sites, each with a destination on the rail and a sealed refresh token)
- *             delivered end to end by deliverSiteConversions, site after site as one worker
- *             does (or --concurrency sites at once): refresh attribution, claim ≤ 2,000 under a
+ *             delivered end to end by deliverSiteConversions, as many sites at once as one worker
+ *             process runs upload jobs (--concurrency): refresh attribution, claim ≤ 2,000 under a
  *             lease, payloads built in SQL, the real client library over gRPC, outcomes recorded,
  *             until nothing is due;
  *   baseline  the same conversions (the very payloads ours will send, read beforehand), held in
@@ -33,6 +33,7 @@ import type pg from "pg";
 import type { DeliverySummary } from "../../src/delivery/deliver";
 import type { Rails } from "../../src/delivery/rails";
 import type { Conversion, Destination, GoogleSettings, Rail, RailClient } from "../../src/google/types";
+import { WORKER_CONCURRENCY } from "../../src/worker/runner";
 import { dropBenchDatabase, finishReport, machineInfo, numberOption, parseBenchArgs, progressLog, round, UsageError } from "./common";
 
 const BENCH_DATABASE = "opsmantik_bench_oci";
@@ -67,7 +68,8 @@ const USAGE = `usage: npm run bench -- oci [--conversions N] [--sites N] [--rail
   --rail R          google_ads, datamanager or both (default both)
   --runs N          measured runs of each side per rail, after one warm-up round (default 1)
   --warmup N        conversions of the unmeasured warm-up round (default 4000; 0: none)
-  --concurrency N   sites delivered at once, and batch streams of the baseline (default 1, like one worker)
+  --concurrency N   sites delivered at once, and batch streams of the baseline (default ${WORKER_CONCURRENCY},
+                    what one worker process runs at once)
   --fakes F         where the Google fakes run: child (another process, default) or inline (this one)
   --keep            keep the ${BENCH_DATABASE} database afterwards
 Prints progress on stderr and one JSON line on stdout; exits 1 when a target is missed.
@@ -101,7 +103,7 @@ function parseOptions(args: string[]): Options | "help" {
     rails: rail === "both" ? RAILS : [rail as Rail],
     runs: numberOption("runs", values.runs, 1, 1),
     warmup: numberOption("warmup", values.warmup, 4000, 0),
-    concurrency: numberOption("concurrency", values.concurrency, 1, 1),
+    concurrency: numberOption("concurrency", values.concurrency, WORKER_CONCURRENCY, 1),
     fakes,
     keep: values.keep === true,
   };
