@@ -1681,6 +1681,7 @@ CREATE FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit"
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET jit TO 'off'
+    SET enable_bitmapscan TO 'off'
     AS $$
 declare
   v_rows tid[];
@@ -4255,6 +4256,7 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET jit TO 'off'
     AS $$
+  with site as materialized (select st.timezone from app_public.sites st where st.id = shape_conversion_payloads.site_id)
   select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
          app_private.google_time(t.conversion_at, st.timezone),
          case when q.kind = 'retraction' then app_private.google_time(pg_catalog.now(), st.timezone) end,
@@ -4272,13 +4274,13 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
                    and (q.ad_user_data <> 'granted' or (c.caller is null and i.email_sha256 is null and i.phone_sha256 is null))
               then case when q.conversion_at < pg_catalog.now() - interval '7 days' then 'NO_IDENTIFIER' else 'AWAITING_CLICK_ID' end
          end
-    from pg_catalog.unnest(shape_conversion_payloads.queued) q
-    cross join (select st.timezone from app_public.sites st where st.id = shape_conversion_payloads.site_id) st
+    from site st
+    cross join pg_catalog.unnest(shape_conversion_payloads.queued) q
     cross join lateral (select s.session_id, s.call_id from app_public.sales s where s.site_id = q.site_id and s.id = q.sale_id offset 0) s
     left join lateral (select i.email_sha256, i.phone_sha256 from app_private.sale_identifiers i
                         where i.site_id = q.site_id and i.sale_id = q.sale_id offset 0) i on true
     left join lateral (select c.caller, c.started_at from app_public.calls c
-                        where c.site_id = q.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null) c on true
+                        where c.site_id = q.site_id and c.id = s.call_id and c.via_google_forwarding and c.caller is not null offset 0) c on true
     -- Never before the click: a second after the session that brought the sale began. Only a
     -- session that began after the sale's time less a second can move it, so only the sessions
     -- partitions from the sale's month on are read (run-time pruning), not every month kept.
