@@ -3863,10 +3863,10 @@ $$;
 COMMENT ON FUNCTION app_private.record_worker_heartbeat(worker_name text) IS 'Upserts a worker''s heartbeat.';
 
 --
--- Name: refresh_conversion_attribution(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: refresh_conversion_attribution(uuid, boolean); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.refresh_conversion_attribution(site_id uuid) RETURNS integer
+CREATE FUNCTION app_private.refresh_conversion_attribution(site_id uuid, due_only boolean) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -3879,6 +3879,7 @@ begin
       from app_public.offline_conversion_queue q
       join app_public.sales s on s.site_id = q.site_id and s.id = q.sale_id
      where q.site_id = refresh_conversion_attribution.site_id and q.stage = 'open' and q.kind = 'conversion' and q.status = 'pending' and q.click_id is null
+       and (not refresh_conversion_attribution.due_only or q.retry_at <= pg_catalog.now())
        for update of q
   loop
     declare
@@ -3907,10 +3908,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION refresh_conversion_attribution(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION refresh_conversion_attribution(site_id uuid, due_only boolean); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid) IS 'Fills click ids that became known later into a site''s pending conversions; returns how many changed.';
+COMMENT ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid, due_only boolean) IS 'Gives pending conversions without a click id one learned since the sale (a late ad click, a matched call); with due_only, only those whose retry time has come. Returns how many gained one.';
 
 --
 -- Name: release_claimed_conversions(uuid, text, text, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5778,7 +5779,7 @@ CREATE FUNCTION app_public.update_offline_conversion_queue_attribution(site_id u
 begin
   perform app_private.assert_caller_role(update_offline_conversion_queue_attribution.site_id, 'editor', 'refresh_attribution',
                                          'offline_conversion_queue', update_offline_conversion_queue_attribution.site_id::text);
-  return app_private.refresh_conversion_attribution(update_offline_conversion_queue_attribution.site_id);
+  return app_private.refresh_conversion_attribution(update_offline_conversion_queue_attribution.site_id, false);
 end;
 $$;
 
@@ -5786,7 +5787,7 @@ $$;
 -- Name: FUNCTION update_offline_conversion_queue_attribution(site_id uuid); Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) IS 'Fills Google click ids that became known after the sale into the site''s conversions not yet delivered (editor or above); returns how many changed. The uploader also does this before every upload.';
+COMMENT ON FUNCTION app_public.update_offline_conversion_queue_attribution(site_id uuid) IS 'Fills Google click ids that became known after the sale into the site''s conversions not yet delivered (editor or above); returns how many changed. The uploader does this itself for the conversions it is about to send.';
 
 --
 -- Name: update_site_settings(uuid, text, text, text[], text, bigint, integer, text, text); Type: FUNCTION; Schema: app_public; Owner: -
@@ -8178,10 +8179,10 @@ REVOKE ALL ON FUNCTION app_private.record_upload_outcomes(site_id uuid, worker t
 REVOKE ALL ON FUNCTION app_private.record_worker_heartbeat(worker_name text) FROM PUBLIC;
 
 --
--- Name: FUNCTION refresh_conversion_attribution(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION refresh_conversion_attribution(site_id uuid, due_only boolean); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid, due_only boolean) FROM PUBLIC;
 
 --
 -- Name: FUNCTION release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer); Type: ACL; Schema: app_private; Owner: -

@@ -614,6 +614,7 @@ describe("update_offline_conversion_queue_attribution", () => {
       await ingest(client, site, [click]);
       const session = await sessionOf(client, site, click);
       expect(session).toMatchObject({ attribution_tier: "S1", click_id: "G_late" });
+      // Not due for an hour: an editor's refresh reaches it all the same.
       await client.query("update app_public.offline_conversion_queue set retry_at = now() + interval '1 hour' where sale_id = $1", [sale.id]);
       const jobBefore = await uploadJob(client, site.id);
 
@@ -629,6 +630,31 @@ describe("update_offline_conversion_queue_attribution", () => {
       expect(jobAfter!.revision).toBeGreaterThan(jobBefore!.revision);
       // Once filled, a second run changes nothing.
       expect(await refresh(client, site.id)).toBe(0);
+    });
+  });
+
+  test("the upload run's look-up (due_only) reaches only conversions whose retry time has come; one waiting for its retry gets the click when it is due", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const now = await dbNow(client);
+      const [waiting, due] = [visitorId("waiting"), visitorId("due")];
+      const waitingSale = await confirmSale(client, site.id, { visitorId: waiting, occurredAt: new Date(now - HOUR) });
+      const dueSale = await confirmSale(client, site.id, { visitorId: due, occurredAt: new Date(now - HOUR) });
+      // Both visitors' ad clicks arrive late; one conversion is waiting 6 hours for a click id.
+      await ingest(client, site, [pageview(waiting, now - 2 * HOUR, `${LANDING}?gclid=G_waiting`),
+        pageview(due, now - 2 * HOUR, `${LANDING}?gclid=G_due`)]);
+      await client.query("update app_public.offline_conversion_queue set retry_at = now() + interval '6 hours' where sale_id = $1", [waitingSale.id]);
+      const uploadRun = async () => (await client.query(
+        "select app_private.refresh_conversion_attribution($1, due_only => true) as n", [site.id])).rows[0].n;
+
+      expect(await uploadRun()).toBe(1);
+      expect(await queueRowOf(client, site.id, dueSale.id)).toMatchObject({ click_id: "G_due" });
+      expect(await queueRowOf(client, site.id, waitingSale.id)).toMatchObject({ click_id: null });
+      // Its retry time comes: the next run reaches it.
+      await client.query("update app_public.offline_conversion_queue set retry_at = now() where sale_id = $1", [waitingSale.id]);
+      expect(await uploadRun()).toBe(1);
+      expect(await queueRowOf(client, site.id, waitingSale.id)).toMatchObject({ click_id: "G_waiting" });
     });
   });
 

@@ -97,8 +97,9 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   const worker = deps.worker ?? `${hostname()}:${process.pid}:${Date.now().toString(36)}`;
   const summary: DeliverySummary = { claimed: 0, accepted: 0, sent: 0, retry: 0, failed: 0 };
 
-  // A click id learned since the sale reaches conversions Google does not have yet.
-  await owner.query("select app_private.refresh_conversion_attribution($1)", [siteId]);
+  // A click id learned since the sale reaches the conversions about to be claimed (one waiting
+  // for a click id is due every 6 hours; an editor's refresh looks at all of them at once).
+  await owner.query("select app_private.refresh_conversion_attribution($1, due_only => true)", [siteId]);
 
   const { rows: [row] } = await owner.query(
     `select id, rail, customer_id, login_customer_id, conversion_action, status
