@@ -1664,7 +1664,8 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.updated_at IS 'When it las
 -- Name: COLUMN offline_conversion_queue.destination_id; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS 'The destination it was last sent to.';
+COMMENT ON COLUMN app_public.offline_conversion_queue.destination_id IS '@isIndexed
+The destination it was last sent to.';
 
 --
 -- Name: COLUMN offline_conversion_queue.stage; Type: COMMENT; Schema: app_public; Owner: -
@@ -6794,12 +6795,6 @@ CREATE INDEX events_session_idx ON ONLY app_public.events USING btree (site_id, 
 CREATE INDEX events_visitor_idx ON ONLY app_public.events USING btree (site_id, visitor_key, occurred_at, id);
 
 --
--- Name: offline_conversion_queue_destination_idx; Type: INDEX; Schema: app_public; Owner: -
---
-
-CREATE INDEX offline_conversion_queue_destination_idx ON app_public.offline_conversion_queue USING btree (site_id, destination_id);
-
---
 -- Name: offline_conversion_queue_sent_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
@@ -7187,6 +7182,12 @@ ALTER TABLE ONLY app_public.invoice_snapshots
 
 ALTER TABLE ONLY app_public.offline_conversion_queue
     ADD CONSTRAINT offline_conversion_queue_destination_fkey FOREIGN KEY (site_id, destination_id) REFERENCES app_public.destinations(site_id, id) ON DELETE SET NULL (destination_id);
+
+--
+-- Name: CONSTRAINT offline_conversion_queue_destination_fkey ON offline_conversion_queue; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON CONSTRAINT offline_conversion_queue_destination_fkey ON app_public.offline_conversion_queue IS '@isIndexed';
 
 --
 -- Name: offline_conversion_queue offline_conversion_queue_sale_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -

@@ -341,7 +341,8 @@ beforeAll(async () => {
     allErasureRequests { nodes { id rowId siteId subjectHash } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
-  // A dashboard lists a destination's conversions by status: the index these fields need must stay.
+  // A dashboard lists a destination's conversions by status: these fields must stay (an index, or an @isIndexed tag where the
+  // primary key's site prefix reads the same rows).
   const byStatus = await service.graphql(`{
     allOfflineConversionQueues(condition: {status: "pending"}, orderBy: [STATUS_ASC]) { totalCount }
     allDestinations { nodes { offlineConversionQueuesBySiteIdAndDestinationId(filter: {status: {in: ["failed", "pending"]}}) { totalCount } } }

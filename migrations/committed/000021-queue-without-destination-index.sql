@@ -1,0 +1,18 @@
+--! Previous: sha1:b791850a6fe00999eda75a04cbac2180ea5242e1
+--! Hash: sha1:3b7243c63cb89ee8eba2d48165ba6367341995bb
+--! Message: queue-without-destination-index
+
+--! split: 1-current.sql
+--! The queue's destination index goes; GraphQL keeps the destination's list of conversions.
+--
+-- Every queued conversion and every outcome wrote an entry into (site_id, destination_id). A
+-- site has one live destination at a time, so that index picks out almost exactly the rows the
+-- primary key's site_id prefix does: the destination's totals, its conversions in GraphQL and
+-- the foreign key's ON DELETE read the same rows either way. The index stayed (000013) only
+-- because PostGraphile offers a reverse relation, and conditions on a column, only when an index
+-- backs them; the @isIndexed smart tags say the site prefix does, so the schema is unchanged.
+comment on constraint offline_conversion_queue_destination_fkey on app_public.offline_conversion_queue is
+  E'@isIndexed';
+comment on column app_public.offline_conversion_queue.destination_id is
+  E'@isIndexed\nThe destination it was last sent to.';
+drop index if exists app_public.offline_conversion_queue_destination_idx;
