@@ -1,5 +1,5 @@
 --! Previous: sha1:27c02aead57ba6380c6681d46bb541c3c5ffcb21
---! Hash: sha1:f654d3a6b14c1cfb2e77adfba447fcac98bce865
+--! Hash: sha1:1c2f7a7090881771d7b23aa27839f84b10784c53
 --! Message: claim-walks-due-index
 
 --! split: 1-current.sql
@@ -14,7 +14,7 @@ alter function app_private.claim_offline_conversion_jobs(text, integer, uuid, te
   set enable_bitmapscan to off;
 
 -- Shaping looked the site's time zone up once per row (the planner put the one-row join on the
--- inner side of the loop over the batch); a scalar subquery is evaluated once per call. The
+-- inner side of the loop over the batch); a materialized CTE reads it once per call. The
 -- call look-up keeps its own index condition on the call's id (offset 0), whatever the
 -- statistics say about how many calls a site has.
 create or replace function app_private.shape_conversion_payloads(site_id uuid, queued app_public.offline_conversion_queue[])

@@ -1,5 +1,5 @@
---! Previous: sha1:f654d3a6b14c1cfb2e77adfba447fcac98bce865
---! Hash: sha1:b791850a6fe00999eda75a04cbac2180ea5242e1
+--! Previous: sha1:1c2f7a7090881771d7b23aa27839f84b10784c53
+--! Hash: sha1:9f3b1ee2ebaa539ad0a301ed2ff9eb839c67e5f3
 --! Message: late-clicks-for-due-conversions
 
 --! split: 1-current.sql

@@ -1,5 +1,5 @@
---! Previous: sha1:b791850a6fe00999eda75a04cbac2180ea5242e1
---! Hash: sha1:3b7243c63cb89ee8eba2d48165ba6367341995bb
+--! Previous: sha1:9f3b1ee2ebaa539ad0a301ed2ff9eb839c67e5f3
+--! Hash: sha1:426d1477e527fa22a759b94a44cdebfa89f3afd0
 --! Message: queue-without-destination-index
 
 --! split: 1-current.sql
