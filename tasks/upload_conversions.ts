@@ -22,7 +22,10 @@ const OWNER_POOL_SIZE = 2 * WORKER_CONCURRENCY;
 function sharedState(): NonNullable<typeof shared> {
   if (!shared) {
     const config = readConfig();
-    shared = { rails: makeRails(config.google), vault: new Vault(config.vaultKeys), owner: new pg.Pool({ connectionString: config.databaseUrl, max: OWNER_POOL_SIZE }) };
+    // Nothing ends this pool when the worker stops, so idle connections must not keep the
+    // process alive (a stopped service would otherwise linger until they time out).
+    const owner = new pg.Pool({ connectionString: config.databaseUrl, max: OWNER_POOL_SIZE, application_name: "opsmantik-uploader", allowExitOnIdle: true });
+    shared = { rails: makeRails(config.google), vault: new Vault(config.vaultKeys), owner };
   }
   return shared;
 }
