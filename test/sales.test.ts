@@ -13,7 +13,7 @@
  * Fixtures are committed, because the service reads them on its own connections.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { closeRootPool, getRootPool, unique } from "./helpers/db";
+import { getRootPool, unique } from "./helpers/db";
 import { flushDenials, readBody, startTestService, TestService, tokenFor } from "./helpers/http";
 import {
   createTrackedSite, DAY, HOUR, newUser, ingest, LANDING, MINUTE, pageview, recordCall, recordConsent, revenueCounts, revenueSnapshot,
@@ -206,9 +206,6 @@ afterAll(async () => {
     await getRootPool().query("select graphile_worker.remove_job('upload_conversions:google:' || $1)", [target.id]);
     await getRootPool().query("delete from app_public.sites where id = $1", [target.id]);
   }
-  // The helpers' own afterAll may already have closed the pool this re-opened; close it again,
-  // or its idle connections keep jest waiting after the run.
-  await closeRootPool();
 });
 
 /* ------------------------------------------------------------------ created */

@@ -15,7 +15,9 @@ export function rootDbUrl(): string {
 }
 
 export function getRootPool(): pg.Pool {
-  rootPool ??= new pg.Pool({ connectionString: rootDbUrl(), max: 8 });
+  // Idle connections never hold the process: an afterAll that runs after this module's own
+  // (which closes the pool) re-opens it, and nothing would close it again.
+  rootPool ??= new pg.Pool({ connectionString: rootDbUrl(), max: 8, allowExitOnIdle: true });
   return rootPool;
 }
 
