@@ -3802,14 +3802,18 @@ declare
   v_never_delivered uuid[];
 begin
   with o as (
-    select o.*,
+    select o.*, held.row_ctid, held.held_status, held.held_by,
            -- A retry of a conversion whose sale was undone meanwhile becomes a cancellation.
-           o.kind = 'retry' and exists (select 1 from app_public.offline_conversion_queue q2 join app_public.sales s
-                                          on s.site_id = q2.site_id and s.id = q2.sale_id
-                                         where q2.site_id = record_upload_outcomes.site_id and q2.id = o.id
-                                           and q2.kind = 'conversion' and s.status = 'cancelled') as undone
+           o.kind = 'retry' and held.kind = 'conversion'
+             and exists (select 1 from app_public.sales s
+                          where s.site_id = record_upload_outcomes.site_id and s.id = held.sale_id and s.status = 'cancelled') as undone
       from pg_catalog.jsonb_to_recordset(record_upload_outcomes.outcomes)
              as o(id uuid, kind text, code text, message text, retry_after_seconds integer, request_id text)
+     cross join lateral (select q.ctid as row_ctid, q.status as held_status, q.locked_by as held_by, q.sale_id, q.kind
+                           from app_public.offline_conversion_queue q
+                          where q.site_id = record_upload_outcomes.site_id and q.id = o.id
+                            and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
+                         offset 0) held
   ), applied as (
     update app_public.offline_conversion_queue q
        set status = case when o.undone then 'cancelled'
@@ -3825,8 +3829,12 @@ begin
            locked_by = null, locked_until = null,
            updated_at = greatest(pg_catalog.now(), q.updated_at + interval '1 millisecond')
       from o
-     where q.site_id = record_upload_outcomes.site_id and q.id = o.id
-       and q.stage = 'open' and q.status = 'processing' and q.locked_by = record_upload_outcomes.worker
+     where q.ctid = o.row_ctid
+       -- The lease again, on the row as it is when updated (if another worker took it since, its
+       -- lease having run out, it is not this worker's to record), compared with the values just
+       -- found rather than constants: so the queue has no condition of its own that could make it
+       -- look like a handful of rows worth scanning first.
+       and q.status = o.held_status and q.locked_by = o.held_by
     returning q.site_id, q.sale_id, q.kind, q.status
   )
   select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
