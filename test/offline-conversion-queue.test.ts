@@ -94,6 +94,23 @@ async function claim(db: Queryable, siteId: string | null, limit: number, worker
   return rows;
 }
 
+/** `count` due conversions (sales an hour old, a gclid each), confirmed and queued in one statement. */
+async function confirmSales(db: Queryable, siteId: string, count: number, tag: string): Promise<void> {
+  await db.query(
+    `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2::text || '-' || g, amount => 10, currency => 'TRY',
+                                                occurred_at => now() - interval '1 hour', gclid => 'gclid-' || $2::text || '-' || g)
+       from pg_catalog.generate_series(1, $3::integer) g`, [siteId, tag, count]);
+}
+
+/** This transaction's reads of the queue so far: its sequential scans, and the entries its primary key and due index returned. */
+async function queueReads(db: Queryable): Promise<{ seq: number; key: number; due: number }> {
+  const { rows: [row] } = await db.query<{ seq: string; key: string; due: string }>(
+    `select pg_catalog.pg_stat_get_xact_numscans('app_public.offline_conversion_queue'::regclass) as seq,
+            pg_catalog.pg_stat_get_xact_tuples_returned('app_public.offline_conversion_queue_pkey'::regclass) as key,
+            pg_catalog.pg_stat_get_xact_tuples_returned('app_public.offline_conversion_queue_site_due_idx'::regclass) as due`);
+  return { seq: Number(row.seq), key: Number(row.key), due: Number(row.due) };
+}
+
 async function dbNow(db: Queryable): Promise<number> {
   const { rows } = await db.query("select now() as now");
   return (rows[0].now as Date).getTime();
@@ -365,16 +382,10 @@ describe("claiming due conversions", () => {
     await withRootDb(async (client) => {
       const owner = await createUser(client);
       const site = await createTrackedSite(client, owner);
-      await client.query(
-        `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => 'CRM-walk-' || g, amount => 10, currency => 'TRY',
-                                                    occurred_at => now() - interval '1 hour', gclid => 'gclid-walk-' || g)
-           from pg_catalog.generate_series(1, 2000) g`, [site.id]);
-      // This transaction's count of entries the due index returned (its idx_tup_read, so far).
-      const entriesRead = async () => Number((await client.query<{ n: string }>(
-        "select pg_catalog.pg_stat_get_xact_tuples_returned('app_public.offline_conversion_queue_site_due_idx'::regclass) as n")).rows[0].n);
-      const before = await entriesRead();
+      await confirmSales(client, site.id, 2000, "CRM-walk");
+      const before = await queueReads(client);
       expect(await claim(client, site.id, 500, "w")).toHaveLength(500);
-      expect(await entriesRead() - before).toBe(500);
+      expect((await queueReads(client)).due - before.due).toBe(500);
     });
   });
 
@@ -386,25 +397,17 @@ describe("claiming due conversions", () => {
     await withRootDb(async (client) => {
       const owner = await createUser(client);
       const site = await createTrackedSite(client, owner);
-      await client.query(
-        `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => 'CRM-record-' || g, amount => 10, currency => 'TRY',
-                                                    occurred_at => now() - interval '1 hour', gclid => 'gclid-record-' || g)
-           from pg_catalog.generate_series(1, 600) g`, [site.id]);
+      await confirmSales(client, site.id, 600, "CRM-record");
       await client.query("analyze app_public.offline_conversion_queue"); // nothing in flight
       const claimed = await claim(client, site.id, 300, "w");
       expect(claimed).toHaveLength(300);
 
-      // This transaction's reads so far: the table's sequential scans, and the entries each index returned.
-      const reads = async () => (await client.query<{ seq: string; key: string; due: string }>(
-        `select pg_catalog.pg_stat_get_xact_numscans('app_public.offline_conversion_queue'::regclass) as seq,
-                pg_catalog.pg_stat_get_xact_tuples_returned('app_public.offline_conversion_queue_pkey'::regclass) as key,
-                pg_catalog.pg_stat_get_xact_tuples_returned('app_public.offline_conversion_queue_site_due_idx'::regclass) as due`)).rows[0];
-      const before = await reads();
+      const before = await queueReads(client);
       const outcomes = claimed.map((row) => ({ id: row.id, kind: "accepted" }));
       const { rows: [{ changed }] } = await client.query<{ changed: number }>(
         "select app_private.record_upload_outcomes($1, 'w', $2::jsonb) as changed", [site.id, JSON.stringify(outcomes)]);
-      const after = await reads();
-      const read = { seq: Number(after.seq) - Number(before.seq), key: Number(after.key) - Number(before.key), due: Number(after.due) - Number(before.due) };
+      const after = await queueReads(client);
+      const read = { seq: after.seq - before.seq, key: after.key - before.key, due: after.due - before.due };
       expect({ changed, seq: read.seq, due: read.due }).toEqual({ changed: 300, seq: 0, due: 0 });
       // One probe per outcome (an entry or two more where a row's older versions still have one), not the site's 600.
       expect(read.key).toBeGreaterThanOrEqual(300);

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { closeRootPool, createUser, sqlState, unique, withRootDb } from "./helpers/db";
-import { createTrackedSite } from "./helpers/revenue";
+import { createTrackedSite, Queryable } from "./helpers/revenue";
 
 interface IdentifierCase { why: string; input: string; normalised: string | null; sha256: string | null }
 interface TimeCase { why: string; time_zone: string; instant: string; google_time: string }
@@ -16,6 +16,12 @@ const vectors = (name: string) => JSON.parse(readFileSync(join(__dirname, "..", 
 const identifiers: { email: IdentifierCase[]; phone: IdentifierCase[] } = vectors("hashed-identifiers.json");
 const times: { cases: TimeCase[] } = vectors("conversion-times.json");
 const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest("hex");
+
+/** A sale an hour old with a gclid, and the email or phone given. */
+const confirmSale = (db: Queryable, siteId: string, { email = null, phone = null }: { email?: string | null; phone?: string | null } = {}) => db.query(
+  `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2, amount => 10, currency => 'TRY',
+                                              occurred_at => now() - interval '1 hour', gclid => 'gclid-vector', email => $3, phone => $4)`,
+  [siteId, unique("CRM-vector"), email, phone]);
 
 afterAll(closeRootPool);
 
@@ -39,13 +45,8 @@ describe.each(["email", "phone"] as const)("%s vectors (docs/test-vectors/hashed
       expect(rule).toEqual({ normalised: c.normalised, sha256: c.sha256 });
 
       // ...and a sale carrying the input stores exactly that hash, or is refused with nothing stored.
-      const owner = await createUser(client);
-      const site = await createTrackedSite(client, owner);
-      const confirm = () => client.query(
-        `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2, amount => 10, currency => 'TRY',
-                                                    occurred_at => now() - interval '1 hour', gclid => 'gclid-vector',
-                                                    email => $3, phone => $4)`,
-        [site.id, unique("CRM-vector"), kind === "email" ? c.input : null, kind === "phone" ? c.input : null]);
+      const site = await createTrackedSite(client, await createUser(client));
+      const confirm = () => confirmSale(client, site.id, kind === "email" ? { email: c.input } : { phone: c.input });
       if (c.normalised === null) {
         expect(await sqlState(client, confirm)).toBe("OMSAL");
         return;
@@ -67,13 +68,9 @@ describe("conversion time vectors (docs/test-vectors/conversion-times.json)", ()
   test.each(times.cases.map((c) => [c.why, c] as const))("%s", async (_why, c) => {
     await withRootDb(async (client) => {
       // The shaped payload of a queued conversion at that instant, for a site in that zone.
-      const owner = await createUser(client);
-      const site = await createTrackedSite(client, owner);
+      const site = await createTrackedSite(client, await createUser(client));
       await client.query("update app_public.sites set timezone = $2 where id = $1", [site.id, c.time_zone]);
-      await client.query(
-        `select app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2, amount => 10, currency => 'TRY',
-                                                    occurred_at => now() - interval '1 hour', gclid => 'gclid-vector')`,
-        [site.id, unique("CRM-time")]);
+      await confirmSale(client, site.id);
       await client.query("update app_public.offline_conversion_queue set conversion_at = $2 where site_id = $1", [site.id, c.instant]);
       const { rows } = await client.query<{ conversion_time: string }>(
         `select p.conversion_time from app_private.conversion_payloads($1, array(
