@@ -2668,6 +2668,44 @@ $$;
 COMMENT ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) IS 'POST /api/sync in one call: returns {accepted, duplicates, rejected[]}; raises OMUSK, OMORG, OM429 or OMENV for the whole request.';
 
 --
+-- Name: ingest_requests(jsonb, text[]); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.ingest_requests(requests jsonb, global_origins text[] DEFAULT '{}'::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_request jsonb;
+  v_outcomes jsonb[] := '{}';
+  v_state text;
+  v_detail text;
+  v_message text;
+begin
+  if pg_catalog.jsonb_typeof(requests) is distinct from 'array' then
+    raise exception using errcode = 'OMENV', message = 'requests must be an array.';
+  end if;
+  for v_request in select value from pg_catalog.jsonb_array_elements(requests) loop
+    begin
+      v_outcomes := v_outcomes || pg_catalog.jsonb_build_object('result',
+        app_private.ingest_events(v_request ->> 'site', v_request -> 'events', v_request ->> 'origin',
+                                  v_request ->> 'client_ip', v_request ->> 'user_agent', global_origins));
+    exception when others then
+      get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail, v_message = message_text;
+      v_outcomes := v_outcomes || pg_catalog.jsonb_build_object('code', v_state, 'detail', v_detail, 'message', v_message);
+    end;
+  end loop;
+  return pg_catalog.to_jsonb(v_outcomes);
+end;
+$$;
+
+--
+-- Name: FUNCTION ingest_requests(requests jsonb, global_origins text[]); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.ingest_requests(requests jsonb, global_origins text[]) IS 'POST /api/sync under load: several requests ({site, events, origin, client_ip, user_agent}) in one transaction, each in its own subtransaction through ingest_events. Returns one outcome per request, in order: {result} or {code, detail, message} for a request that raised and left nothing.';
+
+--
 -- Name: issue_api_key(uuid, app_public.site_role, text, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -8038,6 +8076,13 @@ REVOKE ALL ON FUNCTION app_private.ingest_cleanup() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.ingest_events(public_key text, events jsonb, origin text, client_ip text, user_agent text, global_origins text[]) TO opsmantik_authenticator;
+
+--
+-- Name: FUNCTION ingest_requests(requests jsonb, global_origins text[]); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.ingest_requests(requests jsonb, global_origins text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app_private.ingest_requests(requests jsonb, global_origins text[]) TO opsmantik_authenticator;
 
 --
 -- Name: FUNCTION issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid); Type: ACL; Schema: app_private; Owner: -

@@ -4,6 +4,7 @@
  * one line naming it, instead of failing later in some request.
  */
 import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 
 export const PROJECT_ROOT = path.resolve(__dirname, "..");
@@ -44,6 +45,8 @@ export interface Config {
   metricsToken: string | undefined;
   logLevel: string;
   ledgerRetentionDays: number;
+  /** Tracker calls in flight at once; requests beyond wait and go to the database as groups. */
+  ingestConcurrency: number;
   trustProxy: string | number | boolean;
   google: GoogleSettings;
 }
@@ -204,6 +207,14 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`LEDGER_RETENTION_DAYS must be a whole number of days, at least 90 (got "${retentionText}")`);
   }
 
+  // Default: one call per core. The database does the work, so more calls in flight than cores
+  // only contend; a queue that forms instead is sent as one group commit.
+  const concurrencyText = optional(env, "INGEST_CONCURRENCY") ?? String(Math.min(8, Math.max(1, availableParallelism())));
+  const ingestConcurrency = Number(concurrencyText);
+  if (!/^\d+$/.test(concurrencyText) || ingestConcurrency < 1 || ingestConcurrency > 8) {
+    throw new ConfigError(`INGEST_CONCURRENCY must be a whole number from 1 to 8 (got "${concurrencyText}")`);
+  }
+
   // Which proxies' X-Forwarded-For to believe for the client IP (rate limits): express's
   // `trust proxy` values — true/false, a hop count, or names/addresses/CIDRs.
   const trustText = optional(env, "TRUST_PROXY") ?? "loopback";
@@ -232,6 +243,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsToken: optional(env, "METRICS_TOKEN"),
     logLevel,
     ledgerRetentionDays,
+    ingestConcurrency,
     trustProxy,
     google: parseGoogle(env),
   };

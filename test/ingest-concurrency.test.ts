@@ -176,3 +176,48 @@ describe("monthly quota under concurrency", () => {
     expect(await stored(site.id)).toEqual({ ledger: 10 + quota, billable: quota, events: 10 + quota, remaining: 0 });
   });
 });
+
+describe("group commit over HTTP", () => {
+  test("requests that wait for a connection are stored in one transaction and each is answered for itself", async () => {
+    // One call in flight: the lead request is held in the database by the test's lock on its
+    // visitor, everything sent meanwhile queues in the service and leaves as one group.
+    const grouped = await startTestService({ env: { INGEST_CONCURRENCY: "1" } });
+    const site = await createTrackedSite(null);
+    const holder = await getRootPool().connect();
+    const post = (body: unknown, origin = ORIGIN) => fetch(`${grouped.url}/api/sync`, {
+      method: "POST", headers: { "content-type": "application/json", origin }, body: JSON.stringify(body),
+    }).then(async (response) => ({ status: response.status, body: (await response.json()) as { accepted?: number; error?: string } }));
+    try {
+      await holder.query("begin");
+      await holder.query(`select pg_advisory_xact_lock(hashtextextended($1 || '/v_lead', 0))`, [site.id]);
+      const lead = post({ site: site.publicKey, events: [event({ visitor_id: "v_lead" })] });
+      for (let i = 0; i < 500; i++) {
+        const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
+        if (rows[0].n > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const goodEvents = Array.from({ length: 4 }, (_, i) => event({ visitor_id: `v_member_${i}` }));
+      const replies = Promise.all([
+        ...goodEvents.map((e) => post({ site: site.publicKey, events: [e] })),
+        post({ site: "pk_no_such_site", events: [event()] }),
+        post({ site: site.publicKey, events: [event()] }, "https://evil.example"),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // let them all arrive and queue
+      await holder.query("commit");
+      expect(await lead).toMatchObject({ status: 200, body: { accepted: 1 } });
+      const answered = await replies;
+      expect(answered.map((r) => r.status)).toEqual([200, 200, 200, 200, 403, 403]);
+      expect(answered.slice(0, 4).map((r) => r.body.accepted)).toEqual([1, 1, 1, 1]);
+      expect(answered.slice(4).map((r) => r.body.error)).toEqual(["unknown_site", "origin_not_allowed"]);
+      expect(await stored(site.id)).toEqual({ ledger: 5, billable: 5, events: 5, remaining: null });
+      const { rows } = await getRootPool().query(
+        "select count(distinct received_at)::int as transactions from app_public.ingest_idempotency where idempotency_key = any($1::uuid[])",
+        [goodEvents.map((e) => e.id)]);
+      expect(rows[0].transactions).toBe(1);
+    } finally {
+      await holder.query("rollback").catch(() => {});
+      holder.release();
+      await grouped.stop();
+    }
+  });
+});

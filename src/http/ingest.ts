@@ -1,7 +1,9 @@
 /*
  * POST /api/sync and POST /api/consent: the tracker's endpoints. Deliberately thin: check
  * size, media type and JSON shape here, then hand the request to one SQL function, which does
- * the origin check, rate limit, validation, ledger, events and sessions in one transaction.
+ * the origin check, rate limit, validation, ledger, events and sessions atomically. Under load,
+ * sync requests that queue for a connection share one commit (ingest-coalescer.ts); each
+ * still runs as its own unit of all or nothing.
  *
  * CORS fails closed: a preflight is answered only for an origin some site allows (or the
  * global ALLOWED_ORIGINS); the POST itself is checked against the site's own list in SQL.
@@ -12,6 +14,7 @@ import type pg from "pg";
 import type { Config } from "../config";
 import { logger } from "../logger";
 import { sendError } from "./errors";
+import { IngestCoalescer, IngestOutcome } from "./ingest-coalescer";
 
 export const MAX_BODY_BYTES = 64 * 1024;
 export const MAX_EVENTS = 100;
@@ -107,18 +110,36 @@ function corsHeaders(res: Response, origin: string): void {
 export function ingestRouter(config: Config, authPool: pg.Pool): Router {
   const router = express.Router();
 
+  const coalescer = new IngestCoalescer(authPool, config.allowedOrigins, { concurrency: config.ingestConcurrency });
+
+  /** A database error the tracker should see as such (site, origin, rate limit), else a logged 500. */
+  function refusal(code: string | undefined, detail: string | undefined, message: string): RequestError {
+    const known = code ? DATABASE_ERRORS[code] : undefined;
+    if (known) return known(detail);
+    logger.error({ err: message, code }, "ingest failed");
+    return new RequestError(500, "ingest_unavailable", "Events could not be stored; retry later.");
+  }
+
   // Named, so each pooled connection parses and plans the call once instead of per request.
   async function call(name: string, sql: string, params: unknown[]): Promise<unknown> {
     try {
       const { rows } = await authPool.query({ name, text: sql, values: params });
       return rows[0].result;
     } catch (error) {
-      const { code, detail } = error as { code?: string; detail?: string };
-      const known = code ? DATABASE_ERRORS[code] : undefined;
-      if (known) throw known(detail);
-      logger.error({ err: (error as Error).message, code }, "ingest failed");
-      throw new RequestError(500, "ingest_unavailable", "Events could not be stored; retry later.");
+      const { code, detail, message } = error as { code?: string; detail?: string; message: string };
+      throw refusal(code, detail, message);
     }
+  }
+
+  async function ingest(req: Request, site: string, events: unknown[]): Promise<unknown> {
+    let outcome: IngestOutcome;
+    try {
+      outcome = await coalescer.submit({ site, events, origin: req.headers.origin ?? null, clientIp: req.ip ?? null, userAgent: req.headers["user-agent"] ?? null });
+    } catch (error) {
+      throw refusal(undefined, undefined, (error as Error).message);
+    }
+    if ("code" in outcome) throw refusal(outcome.code, outcome.detail, outcome.message);
+    return outcome.result;
   }
 
   const handle = (work: (req: Request, res: Response) => Promise<void>) =>
@@ -145,9 +166,7 @@ export function ingestRouter(config: Config, authPool: pg.Pool): Router {
 
   router.post("/sync", handle(async (req, res) => {
     const { site, events } = envelope(await readJsonBody(req));
-    const result = await call("ingest_events",
-      "select app_private.ingest_events($1, $2::jsonb, $3, $4, $5, $6) as result",
-      [site, JSON.stringify(events), req.headers.origin ?? null, req.ip ?? null, req.headers["user-agent"] ?? null, config.allowedOrigins]);
+    const result = await ingest(req, site, events);
     corsHeaders(res, req.headers.origin!);
     res.status(200).json(result);
   }));

@@ -15,8 +15,9 @@ export interface TestService {
   graphql(query: string, variables?: Record<string, unknown>, auth?: string): Promise<{ status: number; body: any }>;
 }
 
-export async function startTestService({ worker = false } = {}): Promise<TestService> {
-  const service = await startService(readConfig(), { http: true, worker });
+/** `env` overrides settings for this service only (e.g. INGEST_CONCURRENCY). */
+export async function startTestService({ worker = false, env = {} }: { worker?: boolean; env?: Record<string, string> } = {}): Promise<TestService> {
+  const service = await startService(readConfig({ ...process.env, ...env }), { http: true, worker });
   const url = service.url!;
   return {
     url,

@@ -1,0 +1,127 @@
+/*
+ * Group commit for POST /api/sync. A request goes to the database at once while a connection
+ * is free for it; requests that arrive while every ingest connection is busy wait here and
+ * leave together, as one call of app_private.ingest_requests, when the next connection frees
+ * up. Nothing waits on a timer, so a quiet server answers exactly as before, and a busy one
+ * pays one commit, one set of locks and one round trip per group instead of per request.
+ *
+ * Each request keeps its own outcome: the database runs it in its own subtransaction, so one
+ * that fails leaves nothing and the others commit. A request that lost a deadlock or a
+ * serialization conflict to another group is sent again on its own.
+ */
+import type pg from "pg";
+
+export interface IngestRequest {
+  site: string;
+  events: unknown[];
+  origin: string | null;
+  clientIp: string | null;
+  userAgent: string | null;
+}
+
+/** What the database said about one request: its result, or the error it raised (nothing of it stored). */
+export type IngestOutcome = { result: unknown } | { code: string; detail?: string; message: string };
+
+export interface CoalescerLimits {
+  /** Calls in flight at once (INGEST_CONCURRENCY); more requests than this wait and go out as groups. */
+  concurrency: number;
+  /** At most this many requests, and this many events, in one group: each transaction stays short. */
+  groupRequests?: number;
+  groupEvents?: number;
+}
+
+const GROUP_REQUESTS = 32;
+const GROUP_EVENTS = 200;
+
+// Lost to a concurrent group's locks; alone, the request will go through.
+const RETRY_ALONE = new Set(["40P01", "40001"]);
+
+interface Waiting {
+  request: IngestRequest;
+  resolve(outcome: IngestOutcome): void;
+  reject(error: Error): void;
+}
+
+export class IngestCoalescer {
+  private readonly waiting: Waiting[] = [];
+  private inFlight = 0;
+
+  constructor(private readonly pool: pg.Pool, private readonly globalOrigins: string[], private readonly limits: CoalescerLimits) {}
+
+  /** Rejects only when the database could not be asked (connection lost, commit failed): then nothing of the request is stored. */
+  submit(request: IngestRequest): Promise<IngestOutcome> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ request, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.inFlight < this.limits.concurrency && this.waiting.length > 0) {
+      const group = this.nextGroup();
+      this.inFlight++;
+      const sent = group.length === 1 ? this.sendAlone(group[0]) : this.sendGroup(group);
+      void sent.finally(() => {
+        this.inFlight--;
+        this.dispatch();
+      });
+    }
+  }
+
+  private nextGroup(): Waiting[] {
+    const { groupRequests = GROUP_REQUESTS, groupEvents = GROUP_EVENTS } = this.limits;
+    let events = this.waiting[0].request.events.length;
+    let size = 1;
+    while (size < this.waiting.length && size < groupRequests) {
+      events += this.waiting[size].request.events.length;
+      if (events > groupEvents) break;
+      size++;
+    }
+    return this.waiting.splice(0, size);
+  }
+
+  private async sendAlone(waiting: Waiting): Promise<void> {
+    const { site, events, origin, clientIp, userAgent } = waiting.request;
+    try {
+      // Named, so each pooled connection parses and plans the call once.
+      const { rows } = await this.pool.query({
+        name: "ingest_events",
+        text: "select app_private.ingest_events($1, $2::jsonb, $3, $4, $5, $6) as result",
+        values: [site, JSON.stringify(events), origin, clientIp, userAgent, this.globalOrigins],
+      });
+      waiting.resolve({ result: rows[0].result });
+    } catch (error) {
+      const { code, detail, message } = error as { code?: string; detail?: string; message: string };
+      // A SQLSTATE without a severity is not the server's answer but the client's own failure.
+      if (code && (error as { severity?: string }).severity) waiting.resolve({ code, detail, message });
+      else waiting.reject(error as Error);
+    }
+  }
+
+  private async sendGroup(group: Waiting[]): Promise<void> {
+    const requests = group.map(({ request }) => ({
+      site: request.site, events: request.events, origin: request.origin, client_ip: request.clientIp, user_agent: request.userAgent,
+    }));
+    let outcomes: IngestOutcome[];
+    try {
+      const { rows } = await this.pool.query({
+        name: "ingest_requests",
+        text: "select app_private.ingest_requests($1::jsonb, $2) as outcomes",
+        values: [JSON.stringify(requests), this.globalOrigins],
+      });
+      outcomes = rows[0].outcomes;
+      if (!Array.isArray(outcomes) || outcomes.length !== group.length) throw new Error("ingest_requests answered out of step with its group");
+    } catch (error) {
+      // The group's transaction did not commit, so none of its requests is stored.
+      for (const waiting of group) waiting.reject(error as Error);
+      return;
+    }
+    const again: Waiting[] = [];
+    group.forEach((waiting, index) => {
+      const outcome = outcomes[index];
+      if ("code" in outcome && RETRY_ALONE.has(outcome.code)) again.push(waiting);
+      else waiting.resolve("code" in outcome && !outcome.detail ? { code: outcome.code, message: outcome.message } : outcome);
+    });
+    for (const waiting of again) await this.sendAlone(waiting);
+  }
+}

@@ -1,0 +1,223 @@
+/*
+ * Group commit for POST /api/sync (src/http/ingest-coalescer.ts, app_private.ingest_requests),
+ * against the real database through the authenticator role. Grouping is made deterministic by
+ * holding, from the test, the advisory lock of the first request's visitor: that request waits
+ * in the database, the coalescer (one call in flight) queues everything after it, and when the
+ * test lets go the queue leaves as one group. Requests of one transaction share received_at
+ * (now() is the transaction's start), which is how the tests see who went together.
+ */
+import { randomUUID } from "node:crypto";
+import pg from "pg";
+import { readConfig } from "../src/config";
+import { IngestCoalescer, IngestOutcome, IngestRequest } from "../src/http/ingest-coalescer";
+import { createUser, getRootPool, unique } from "./helpers/db";
+
+const ORIGIN = "https://shop.example";
+
+interface Site {
+  id: string;
+  publicKey: string;
+}
+
+let authPool: pg.Pool;
+let ownerId: string;
+let site: Site;
+
+async function createTrackedSite(rateLimit = 0): Promise<Site> {
+  const { rows } = await getRootPool().query(
+    `select id, public_key from app_private.create_site($1, $2, 'shop.example', consent_mode => 'implied',
+       rate_limit_per_minute => $3, allowed_origins => array['https://shop.example'])`,
+    [ownerId, unique("Group"), rateLimit],
+  );
+  return { id: rows[0].id, publicKey: rows[0].public_key };
+}
+
+function event(visitorId: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id: randomUUID(), type: "pageview", ts: new Date(Date.now() - 1000).toISOString(), visitor_id: visitorId, url: "https://shop.example/", ...overrides };
+}
+
+function request(target: Site, events: unknown[], overrides: Partial<IngestRequest> = {}): IngestRequest {
+  return { site: target.publicKey, events, origin: ORIGIN, clientIp: "203.0.113.7", userAgent: "Mozilla/5.0 (test)", ...overrides };
+}
+
+/** The visitor's transaction-scoped lock, as ingest_events takes it. */
+const visitorLock = (target: Site, visitorId: string) =>
+  `select pg_advisory_xact_lock(hashtextextended('${target.id}' || '/' || '${visitorId}', 0))`;
+
+/**
+ * Runs `first` (a request on the workhorse site) while the test holds its visitor's lock, queues `rest` behind it in a coalescer
+ * with one call in flight, then lets go: `rest` reaches the database as one group.
+ */
+async function groupBehind(coalescer: IngestCoalescer, first: IngestRequest, rest: IngestRequest[]): Promise<IngestOutcome[]> {
+  const holder = await getRootPool().connect();
+  try {
+    await holder.query("begin");
+    await holder.query(visitorLock(site, (first.events[0] as { visitor_id: string }).visitor_id));
+    const firstDone = coalescer.submit(first);
+    await waitForLockWaiters(1);
+    const restDone = rest.map((r) => coalescer.submit(r));
+    await holder.query("commit");
+    return await Promise.all([firstDone, ...restDone]);
+  } finally {
+    holder.release();
+  }
+}
+
+async function waitForLockWaiters(count: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
+    if (rows[0].n >= count) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error("the first request never reached its lock");
+}
+
+/** The transaction start time of each stored event id (one row per id in the ledger). */
+async function receivedAt(ids: string[]): Promise<Map<string, string>> {
+  const { rows } = await getRootPool().query(
+    "select idempotency_key::text as id, received_at::text as at from app_public.ingest_idempotency where idempotency_key = any($1::uuid[])", [ids]);
+  return new Map(rows.map((row) => [row.id, row.at]));
+}
+
+const idOf = (r: IngestRequest, index = 0) => (r.events[index] as { id: string }).id;
+
+beforeAll(async () => {
+  const client = await getRootPool().connect();
+  try {
+    ownerId = await createUser(client);
+  } finally {
+    client.release();
+  }
+  site = await createTrackedSite();
+  authPool = new pg.Pool({ connectionString: readConfig().authDatabaseUrl, max: 4 });
+});
+
+afterAll(async () => {
+  await authPool?.end();
+});
+
+describe("requests that queue go to the database together and keep their own outcomes", () => {
+  test("a lone request goes alone; the queue behind it leaves as one transaction; refusals and rejections stay per request", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const limited = await createTrackedSite(1);
+    const first = request(site, [event("v_first")]);
+    const good = request(site, [event("v_good")]);
+    const pair = request(site, [event("v_pair"), event("v_pair", { ts: new Date(Date.now() - 500).toISOString() })]);
+    const unknownSite = request({ id: "", publicKey: "pk_no_such_site" }, [event("v_unknown")]);
+    const badOrigin = request(site, [event("v_origin")], { origin: "https://evil.example" });
+    const withBadEvent = request(site, [event("v_mixed"), { ...event("v_mixed"), url: "javascript:alert(1)" }]);
+    const withinLimit = request(limited, [event("v_limit_1")]);
+    const overLimit = request(limited, [event("v_limit_2")]);
+
+    const outcomes = await groupBehind(coalescer, first, [good, pair, unknownSite, badOrigin, withBadEvent, withinLimit, overLimit]);
+    const [firstOut, goodOut, pairOut, unknownOut, originOut, mixedOut, withinOut, overOut] = outcomes;
+
+    expect(firstOut).toEqual({ result: { accepted: 1, duplicates: 0, rejected: [] } });
+    expect(goodOut).toEqual({ result: { accepted: 1, duplicates: 0, rejected: [] } });
+    expect(pairOut).toEqual({ result: { accepted: 2, duplicates: 0, rejected: [] } });
+    expect(unknownOut).toMatchObject({ code: "OMUSK" });
+    expect(originOut).toMatchObject({ code: "OMORG" });
+    expect(mixedOut).toMatchObject({ result: { accepted: 1, rejected: [{ index: 1, error: "invalid_event" }] } });
+    expect(withinOut).toEqual({ result: { accepted: 1, duplicates: 0, rejected: [] } });
+    // The rate limit counts requests one by one inside the group; the refusal carries Retry-After's seconds.
+    expect(overOut).toMatchObject({ code: "OM429", detail: expect.stringMatching(/^\d+$/) });
+
+    const stored = await receivedAt([idOf(first), idOf(good), idOf(pair), idOf(pair, 1), idOf(unknownSite), idOf(badOrigin), idOf(withBadEvent), idOf(withinLimit), idOf(overLimit)]);
+    expect([...stored.keys()].sort()).toEqual([idOf(first), idOf(good), idOf(pair), idOf(pair, 1), idOf(withBadEvent), idOf(withinLimit)].sort());
+    const groupTime = stored.get(idOf(good));
+    for (const id of [idOf(pair), idOf(pair, 1), idOf(withBadEvent), idOf(withinLimit)]) expect(stored.get(id)).toBe(groupTime);
+    expect(stored.get(idOf(first))).not.toBe(groupTime);
+  });
+
+  test("a request whose ledger write fails inside a group leaves nothing, and the rest of the group is stored", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const poisoned = randomUUID();
+    const pool = getRootPool();
+    await pool.query(`
+      create function app_private.test_group_fail() returns trigger language plpgsql as $$
+      begin
+        if new.idempotency_key = '${poisoned}' then raise exception 'test-only failure'; end if;
+        return new;
+      end $$`);
+    try {
+      await pool.query(`create trigger _999_test_group_fail before insert on app_public.ingest_idempotency
+                          for each row execute function app_private.test_group_fail()`);
+      const before = request(site, [event("v_before")]);
+      // The poisoned request writes a good event first (visitors sort a < m): it must go too.
+      const failing = request(site, [event("a_good_first"), event("m_poisoned", { id: poisoned })]);
+      const after = request(site, [event("v_after")]);
+      const [, beforeOut, failingOut, afterOut] = await groupBehind(coalescer, request(site, [event("v_lead")]), [before, failing, after]);
+      expect(beforeOut).toMatchObject({ result: { accepted: 1 } });
+      expect(failingOut).toMatchObject({ code: "P0001", message: "test-only failure" });
+      expect(afterOut).toMatchObject({ result: { accepted: 1 } });
+      const stored = await receivedAt([idOf(before), idOf(failing), poisoned, idOf(after)]);
+      expect([...stored.keys()].sort()).toEqual([idOf(before), idOf(after)].sort());
+      const { rows } = await pool.query("select count(*)::int as n from app_public.events where site_id = $1 and id = any($2::uuid[])",
+        [site.id, [idOf(failing), poisoned]]);
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await pool.query("drop trigger if exists _999_test_group_fail on app_public.ingest_idempotency");
+      await pool.query("drop function if exists app_private.test_group_fail()");
+    }
+  });
+
+  test("a request that lost a serialization conflict in its group is sent again on its own and stored once", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const unlucky = randomUUID();
+    const pool = getRootPool();
+    // A sequence is not rolled back with the subtransaction, so the failure happens exactly once.
+    await pool.query("create sequence app_private.test_conflict_once");
+    await pool.query(`
+      create function app_private.test_conflict() returns trigger language plpgsql security definer set search_path = pg_catalog as $$
+      begin
+        if new.idempotency_key = '${unlucky}' and nextval('app_private.test_conflict_once') = 1 then
+          raise exception using errcode = '40001', message = 'test-only serialization failure';
+        end if;
+        return new;
+      end $$`);
+    try {
+      await pool.query(`create trigger _999_test_conflict before insert on app_public.ingest_idempotency
+                          for each row execute function app_private.test_conflict()`);
+      const loser = request(site, [event("v_loser", { id: unlucky })]);
+      const other = request(site, [event("v_other")]);
+      const [, loserOut, otherOut] = await groupBehind(coalescer, request(site, [event("v_lead2")]), [loser, other]);
+      expect(loserOut).toEqual({ result: { accepted: 1, duplicates: 0, rejected: [] } });
+      expect(otherOut).toEqual({ result: { accepted: 1, duplicates: 0, rejected: [] } });
+      const stored = await receivedAt([unlucky, idOf(other)]);
+      expect(stored.size).toBe(2);
+      expect(stored.get(unlucky)).not.toBe(stored.get(idOf(other))); // a transaction of its own
+      expect((await pool.query("select last_value::int as n from app_private.test_conflict_once")).rows[0].n).toBe(2);
+    } finally {
+      await pool.query("drop trigger if exists _999_test_conflict on app_public.ingest_idempotency");
+      await pool.query("drop function if exists app_private.test_conflict()");
+      await pool.query("drop sequence if exists app_private.test_conflict_once");
+    }
+  });
+
+  test("when the group's connection dies, every request of the group is refused and none of it is stored", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const holder = await getRootPool().connect();
+    try {
+      // Hold a visitor of the group itself, so the group's call is the one left waiting.
+      await holder.query("begin");
+      await holder.query(visitorLock(site, "v_group_blocked"));
+      const members = [request(site, [event("v_group_a")]), request(site, [event("v_group_blocked")])];
+      const lead = request(site, [event("v_lead3")]);
+      const leadDone = coalescer.submit(lead);
+      const membersDone = members.map((m) => coalescer.submit(m).then(() => "stored", (error: Error) => error.message));
+      expect(await leadDone).toMatchObject({ result: { accepted: 1 } });
+      await waitForLockWaiters(1);
+      await getRootPool().query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and not granted`);
+      const refusals = await Promise.all(membersDone);
+      expect(refusals.every((r) => r !== "stored")).toBe(true);
+      await holder.query("commit");
+      expect((await receivedAt(members.map((m) => idOf(m)))).size).toBe(0);
+    } finally {
+      holder.release();
+    }
+  });
+
+  test("ingest_requests refuses a body that is not an array of requests", async () => {
+    await expect(authPool.query("select app_private.ingest_requests('{}'::jsonb, '{}')")).rejects.toMatchObject({ code: "OMENV" });
+  });
+});
