@@ -26,10 +26,14 @@ export interface AppDeps {
 export function makeApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable("x-powered-by");
+  // Our JSON answers are per request and never revalidated: hashing each body for an ETag is waste.
+  app.disable("etag");
   app.set("trust proxy", deps.config.trustProxy);
+  const logRequests = logger.isLevelEnabled("info");
   app.use((req, res, next) => {
-    const started = process.hrtime.bigint();
     res.setHeader("X-Content-Type-Options", "nosniff");
+    if (!logRequests) return next();
+    const started = process.hrtime.bigint();
     res.on("finish", () => {
       // Method, path and status only: query strings and headers may carry secrets.
       logger.info({ method: req.method, path: req.originalUrl.split("?")[0], status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");

@@ -26,6 +26,9 @@ class RequestError extends Error {
   }
 }
 
+// One decoder for every request: without { stream: true } each decode starts afresh.
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** The raw body, at most MAX_BODY_BYTES, as JSON sent as application/json or text/plain (sendBeacon). */
 async function readJsonBody(req: Request): Promise<unknown> {
   const type = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
@@ -53,7 +56,7 @@ async function readJsonBody(req: Request): Promise<unknown> {
   });
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+    text = UTF8.decode(raw);
   } catch {
     throw new RequestError(400, "invalid_json", "The body is not valid UTF-8.");
   }

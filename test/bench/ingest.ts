@@ -1,7 +1,9 @@
 /*
  * `npm run bench -- ingest`: POST /api/sync under load, measured beside a baseline in the same
  * run, on the same machine and database:
- *   1. single-event requests at 32 connections: requests/s and latency, baseline vs ours;
+ *   1. single-event requests at 32 connections: requests/s and latency, baseline vs ours, in
+ *      interleaved rounds (the ratio and p99 judged are the rounds' medians: on a shared
+ *      2-core machine one pair of runs can land on a noisy second);
  *   2. 10-event batches: events/s, baseline vs ours;
  *   3. ours: one hot site alone vs the same load spread over 1,000 sites;
  *   4. ours again, single events, with millions of other sites' rows in the ledger, vs phase 1
@@ -44,8 +46,9 @@ const TARGETS = {
   ledger_vs_empty_ratio_min: 0.9, // "within 10%": slower by at most 10%
 };
 
-const USAGE = `usage: npm run bench -- ingest [--duration S] [--warmup S] [--connections N] [--ledger-rows N] [--keep]
+const USAGE = `usage: npm run bench -- ingest [--duration S] [--warmup S] [--rounds N] [--connections N] [--ledger-rows N] [--keep]
   --duration S      seconds measured per run (default 10)
+  --rounds N        interleaved baseline/ours pairs of single-event runs (default 3; medians judged)
   --warmup S        unmeasured seconds before each run (default 2; its events still count for exactness)
   --connections N   concurrent keep-alive connections (default 32)
   --ledger-rows N   other sites' ledger rows generated before phase 4 (default 10000000)
@@ -57,6 +60,7 @@ Prints progress on stderr and one JSON line on stdout; exits 1 when a target is 
 interface Options {
   durationS: number;
   warmupS: number;
+  rounds: number;
   connections: number;
   ledgerRows: number;
   keep: boolean;
@@ -64,13 +68,14 @@ interface Options {
 
 function parseOptions(args: string[]): Options | "help" {
   const values = parseBenchArgs(args, {
-    duration: { type: "string" }, warmup: { type: "string" }, connections: { type: "string" },
+    duration: { type: "string" }, warmup: { type: "string" }, rounds: { type: "string" }, connections: { type: "string" },
     "ledger-rows": { type: "string" }, keep: { type: "boolean" },
   });
   if (values === "help") return "help";
   return {
     durationS: numberOption("duration", values.duration, 10, 1, false),
     warmupS: numberOption("warmup", values.warmup, 2, 0, false),
+    rounds: numberOption("rounds", values.rounds, 3, 1),
     connections: numberOption("connections", values.connections, 32, 1),
     ledgerRows: numberOption("ledger-rows", values["ledger-rows"], 10_000_000, 0),
     keep: values.keep === true,
@@ -220,6 +225,12 @@ interface RunFigures {
   errors: number;
 }
 
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : round((sorted[middle - 1] + sorted[middle]) / 2, 2);
+}
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
@@ -411,7 +422,7 @@ export async function main(args: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { durationS, warmupS, connections, ledgerRows, keep } = options;
+  const { durationS, warmupS, rounds, connections, ledgerRows, keep } = options;
 
   Object.assign(process.env, testEnv(BENCH_DATABASE), { LOG_LEVEL: "silent" });
   const config = readConfig();
@@ -445,8 +456,17 @@ export async function main(args: string[]): Promise<number> {
       return figures;
     };
 
-    const singleBaseline = await run("single / baseline", "baseline", [mainSite], 1);
-    const singleOurs = await run("single / ours", "ours", [mainSite], 1);
+    const singleRounds: Array<{ baseline: RunFigures; ours: RunFigures; ratio: number }> = [];
+    for (let i = 1; i <= rounds; i++) {
+      const tag = rounds > 1 ? ` (round ${i} of ${rounds})` : "";
+      const baseline = await run(`single / baseline${tag}`, "baseline", [mainSite], 1);
+      const oursRound = await run(`single / ours${tag}`, "ours", [mainSite], 1);
+      singleRounds.push({ baseline, ours: oursRound, ratio: round(oursRound.requests_per_s / baseline.requests_per_s, 3) });
+    }
+    // The round whose ratio is the median stands for phase 1 (and is phase 4's reference).
+    const medianRound = [...singleRounds].sort((a, b) => a.ratio - b.ratio)[Math.floor((rounds - 1) / 2)];
+    const { baseline: singleBaseline, ours: singleOurs } = medianRound;
+    const singleP99 = median(singleRounds.map((r) => r.ours.p99_ms));
     const batchBaseline = await run(`batch ${BATCH_SIZE} / baseline`, "baseline", [mainSite], BATCH_SIZE);
     const batchOurs = await run(`batch ${BATCH_SIZE} / ours`, "ours", [mainSite], BATCH_SIZE);
     const hotOurs = await run(`batch ${BATCH_SIZE} / ours, one hot site`, "ours", [hot], BATCH_SIZE);
@@ -468,7 +488,7 @@ export async function main(args: string[]): Promise<number> {
               (select count(*) from app_public.sessions)::bigint as sessions`, [benchSites]);
 
     const ratio = (a: number, b: number) => round(a / b, 3);
-    const singleRatio = ratio(singleOurs.requests_per_s, singleBaseline.requests_per_s);
+    const singleRatio = medianRound.ratio;
     const batchRatio = ratio(batchOurs.events_per_s, batchBaseline.events_per_s);
     const hotRatio = ratio(hotOurs.events_per_s, spreadOurs.events_per_s);
     const ledgerRatio = ratio(ledgerOurs.requests_per_s, singleOurs.requests_per_s);
@@ -489,7 +509,7 @@ export async function main(args: string[]): Promise<number> {
     };
     const pass = {
       single_throughput: singleRatio >= TARGETS.single_requests_ratio_min,
-      single_p99: singleOurs.p99_ms <= TARGETS.single_p99_ms_max,
+      single_p99: singleP99 <= TARGETS.single_p99_ms_max,
       batch_throughput: batchRatio >= TARGETS.batch_events_ratio_min,
       hot_site: hotRatio >= TARGETS.hot_vs_spread_ratio_min,
       ledger_size: ledgerRatio >= TARGETS.ledger_vs_empty_ratio_min,
@@ -502,7 +522,10 @@ export async function main(args: string[]): Promise<number> {
       ok,
       pass,
       targets: TARGETS,
-      single: { baseline: singleBaseline, ours: singleOurs, ours_vs_baseline_requests: singleRatio },
+      single: {
+        baseline: singleBaseline, ours: singleOurs, ours_vs_baseline_requests: singleRatio, ours_p99_ms_median: singleP99,
+        rounds: singleRounds.map((r) => ({ baseline_requests_per_s: r.baseline.requests_per_s, ours_requests_per_s: r.ours.requests_per_s, ratio: r.ratio, ours_p99_ms: r.ours.p99_ms })),
+      },
       batch: { size: BATCH_SIZE, baseline: batchBaseline, ours: batchOurs, ours_vs_baseline_events: batchRatio },
       hot_vs_spread: { hot: hotOurs, spread: spreadOurs, sites: SPREAD_SITES, hot_vs_spread_events: hotRatio },
       ledger: {
@@ -511,7 +534,7 @@ export async function main(args: string[]): Promise<number> {
       },
       exactness,
       settings: {
-        duration_s: durationS, warmup_s: warmupS, connections, pool_size: POOL_SIZE,
+        duration_s: durationS, warmup_s: warmupS, single_rounds: rounds, connections, pool_size: POOL_SIZE,
         baseline: "node:http + JSON.parse, one INSERT per event into an unpartitioned table (primary key on id); a batch in one transaction",
       },
       machine: machineInfo(pgInfo, loadStart),
