@@ -4,7 +4,8 @@
  * holding, from the test, the advisory lock of the first request's visitor: that request waits
  * in the database, the coalescer (one call in flight) queues everything after it, and when the
  * test lets go the queue leaves as one group. Requests of one transaction share received_at
- * (now() is the transaction's start), which is how the tests see who went together.
+ * (now() is the transaction's start), which is how the tests see who went together; rows written
+ * by one pass share their xmin, which is how they see the group's requests stored in one pass.
  */
 import { randomUUID } from "node:crypto";
 import pg from "pg";
@@ -72,6 +73,17 @@ async function waitForLockWaiters(count: number): Promise<void> {
   throw new Error("the first request never reached its lock");
 }
 
+/**
+ * How many writing (sub)transactions stored these ledger rows. The group's shared pass writes
+ * every admitted request's rows under one transaction id; requests run one by one (the fallback)
+ * each write under their own subtransaction's.
+ */
+async function writers(ids: string[]): Promise<number> {
+  const { rows } = await getRootPool().query(
+    "select count(distinct xmin::text)::int as n from app_public.ingest_idempotency where idempotency_key = any($1::uuid[])", [ids]);
+  return rows[0].n;
+}
+
 /** The transaction start time of each stored event id (one row per id in the ledger). */
 async function receivedAt(ids: string[]): Promise<Map<string, string>> {
   const { rows } = await getRootPool().query(
@@ -127,6 +139,49 @@ describe("requests that queue go to the database together and keep their own out
     const groupTime = stored.get(idOf(good));
     for (const id of [idOf(pair), idOf(pair, 1), idOf(withBadEvent), idOf(withinLimit)]) expect(stored.get(id)).toBe(groupTime);
     expect(stored.get(idOf(first))).not.toBe(groupTime);
+    // One pass stored the whole group (both sites), not one ingest_events call per request.
+    expect(await writers([idOf(good), idOf(pair), idOf(pair, 1), idOf(withBadEvent), idOf(withinLimit)])).toBe(1);
+  });
+
+  test("in the shared pass each request gets what it would alone: duplicates across requests, one visitor's session, bots, quota", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const { rows: [quotaSite] } = await getRootPool().query(
+      `select id, public_key as "publicKey" from app_private.create_site($1, $2, 'shop.example', consent_mode => 'implied',
+         rate_limit_per_minute => 0, monthly_event_quota => 1, allowed_origins => array['https://shop.example'])`, [ownerId, unique("Quota")]);
+    const twice = event("v_twice");
+    const start = Date.now() - 60_000;
+    const firstVisit = event("v_same", { ts: new Date(start).toISOString() });
+    const secondVisit = event("v_same", { ts: new Date(start + 30_000).toISOString(), type: "scroll" });
+    const members = [
+      request(site, [twice]),
+      request(site, [twice]),
+      request(site, [firstVisit]),
+      request(site, [secondVisit]),
+      request(site, [event("v_bot")], { userAgent: "Googlebot/2.1 (+http://www.google.com/bot.html)" }),
+      request(quotaSite, [event("v_quota_1")]),
+      request(quotaSite, [event("v_quota_2")]),
+    ];
+    const [, ...outcomes] = await groupBehind(coalescer, request(site, [event("v_lead_same")]), members);
+    const results = outcomes.map((o) => ("result" in o ? o.result : o)) as Array<{ accepted: number; duplicates: number; rejected: Array<{ error: string }> }>;
+    expect(results.slice(0, 2).map((r) => [r.accepted, r.duplicates]).sort()).toEqual([[0, 1], [1, 0]]);
+    expect(results.slice(2, 5).map((r) => r.accepted)).toEqual([1, 1, 1]);
+    expect(results.slice(5).map((r) => r.accepted + r.rejected.length)).toEqual([1, 1]);
+    expect(results.slice(5).flatMap((r) => r.rejected.map((x) => x.error))).toEqual(["quota_exceeded"]);
+    expect(await writers(members.slice(0, 6).map((m) => idOf(m)))).toBe(1);
+
+    const pool = getRootPool();
+    const { rows: sessions } = await pool.query(
+      "select event_count from app_public.sessions where site_id = $1 and visitor_key = 'v_same'", [site.id]);
+    expect(sessions).toEqual([{ event_count: 2 }]);
+    const bot = idOf(members[4]);
+    const { rows: [ledger] } = await pool.query(
+      "select billable, reason from app_public.ingest_idempotency where idempotency_key = $1", [bot]);
+    expect(ledger).toEqual({ billable: false, reason: "bot" });
+    const { rows: [botEvent] } = await pool.query("select session_id from app_public.events where id = $1", [bot]);
+    expect(botEvent).toEqual({ session_id: null });
+    const { rows: [quota] } = await pool.query(
+      "select count(*)::int as ledger, count(*) filter (where billable)::int as billable from app_public.ingest_idempotency where site_id = $1", [quotaSite.id]);
+    expect(quota).toEqual({ ledger: 1, billable: 1 });
   });
 
   test("a request whose ledger write fails inside a group leaves nothing, and the rest of the group is stored", async () => {
@@ -152,6 +207,8 @@ describe("requests that queue go to the database together and keep their own out
       expect(afterOut).toMatchObject({ result: { accepted: 1 } });
       const stored = await receivedAt([idOf(before), idOf(failing), poisoned, idOf(after)]);
       expect([...stored.keys()].sort()).toEqual([idOf(before), idOf(after)].sort());
+      // The shared pass failed as a whole, so each request ran alone: two writers, not one.
+      expect(await writers([idOf(before), idOf(after)])).toBe(2);
       const { rows } = await pool.query("select count(*)::int as n from app_public.events where site_id = $1 and id = any($2::uuid[])",
         [site.id, [idOf(failing), poisoned]]);
       expect(rows[0].n).toBe(0);
@@ -161,16 +218,17 @@ describe("requests that queue go to the database together and keep their own out
     }
   });
 
-  test("a request that lost a serialization conflict in its group is sent again on its own and stored once", async () => {
+  test("a request that loses a serialization conflict in the shared pass and again alone in its group is sent on its own and stored once", async () => {
     const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
     const unlucky = randomUUID();
     const pool = getRootPool();
-    // A sequence is not rolled back with the subtransaction, so the failure happens exactly once.
+    // A sequence is not rolled back with the subtransaction, so the failure happens exactly twice:
+    // in the group's shared pass, then when the group runs the request alone.
     await pool.query("create sequence app_private.test_conflict_once");
     await pool.query(`
       create function app_private.test_conflict() returns trigger language plpgsql security definer set search_path = pg_catalog as $$
       begin
-        if new.idempotency_key = '${unlucky}' and nextval('app_private.test_conflict_once') = 1 then
+        if new.idempotency_key = '${unlucky}' and nextval('app_private.test_conflict_once') <= 2 then
           raise exception using errcode = '40001', message = 'test-only serialization failure';
         end if;
         return new;
@@ -186,7 +244,7 @@ describe("requests that queue go to the database together and keep their own out
       const stored = await receivedAt([unlucky, idOf(other)]);
       expect(stored.size).toBe(2);
       expect(stored.get(unlucky)).not.toBe(stored.get(idOf(other))); // a transaction of its own
-      expect((await pool.query("select last_value::int as n from app_private.test_conflict_once")).rows[0].n).toBe(2);
+      expect((await pool.query("select last_value::int as n from app_private.test_conflict_once")).rows[0].n).toBe(3);
     } finally {
       await pool.query("drop trigger if exists _999_test_conflict on app_public.ingest_idempotency");
       await pool.query("drop function if exists app_private.test_conflict()");
