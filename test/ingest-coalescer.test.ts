@@ -8,8 +8,9 @@
  * by one pass share their xmin, which is how they see the group's requests stored in one pass.
  */
 import { randomUUID } from "node:crypto";
+import { availableParallelism } from "node:os";
 import pg from "pg";
-import { readConfig } from "../src/config";
+import { ConfigError, readConfig } from "../src/config";
 import { IngestCoalescer, IngestOutcome, IngestRequest } from "../src/http/ingest-coalescer";
 import { createUser, getRootPool, unique } from "./helpers/db";
 
@@ -277,5 +278,19 @@ describe("requests that queue go to the database together and keep their own out
 
   test("ingest_requests refuses a body that is not an array of requests", async () => {
     await expect(authPool.query("select app_private.ingest_requests('{}'::jsonb, '{}')")).rejects.toMatchObject({ code: "OMENV" });
+  });
+});
+
+describe("INGEST_CONCURRENCY", () => {
+  test("defaults to one call per core, at most 8, and takes a whole number from 1 to 8", () => {
+    const { INGEST_CONCURRENCY: _unset, ...env } = process.env;
+    expect(readConfig(env).ingestConcurrency).toBe(Math.min(8, Math.max(1, availableParallelism())));
+    expect(readConfig({ ...env, INGEST_CONCURRENCY: "1" }).ingestConcurrency).toBe(1);
+    expect(readConfig({ ...env, INGEST_CONCURRENCY: "8" }).ingestConcurrency).toBe(8);
+  });
+
+  test.each(["0", "9", "2.5", "-1", "many"])("INGEST_CONCURRENCY=%s stops start-up with a ConfigError naming it", (value) => {
+    expect(() => readConfig({ ...process.env, INGEST_CONCURRENCY: value })).toThrow(ConfigError);
+    expect(() => readConfig({ ...process.env, INGEST_CONCURRENCY: value })).toThrow(/INGEST_CONCURRENCY/);
   });
 });
