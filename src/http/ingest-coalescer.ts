@@ -5,9 +5,10 @@
  * up. Nothing waits on a timer, so a quiet server answers exactly as before, and a busy one
  * pays one commit, one set of locks and one round trip per group instead of per request.
  *
- * Each request keeps its own outcome: the database runs it in its own subtransaction, so one
- * that fails leaves nothing and the others commit. A request that lost a deadlock or a
- * serialization conflict to another group is sent again on its own.
+ * Each request keeps its own outcome. The database admits each one on its own and stores one
+ * site's requests in one pass; when that pass fails, it runs them one by one, so a request that
+ * fails leaves nothing and the others commit. A request that even then lost a deadlock or a
+ * serialization conflict to another group is sent again here, in a transaction of its own.
  */
 import type pg from "pg";
 
@@ -33,7 +34,7 @@ export interface CoalescerLimits {
 const GROUP_REQUESTS = 32;
 const GROUP_EVENTS = 200;
 
-// Lost to a concurrent group's locks; alone, the request will go through.
+// Lost to a concurrent transaction's locks; in a transaction of its own it will go through.
 const RETRY_ALONE = new Set(["40P01", "40001"]);
 
 interface Waiting {
