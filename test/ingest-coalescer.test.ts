@@ -276,6 +276,20 @@ describe("requests that queue go to the database together and keep their own out
     }
   });
 
+  test("a group takes at most 32 requests and 200 events; the rest leave in the next group", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
+    const singles = Array.from({ length: 40 }, (_, i) => request(site, [event(`v_many_${i}`)]));
+    const big = Array.from({ length: 3 }, (_, i) => request(site, Array.from({ length: 100 }, (_, j) => event(`v_big_${i}_${j}`))));
+    const outcomes = await groupBehind(coalescer, request(site, [event("v_lead_limits")]), [...singles, ...big]);
+    expect(outcomes.every((o) => "result" in o)).toBe(true);
+    const stored = await receivedAt([...singles, ...big].flatMap((r) => r.events.map((e) => (e as { id: string }).id)));
+    const transactionOf = (r: IngestRequest) => stored.get(idOf(r));
+    // 32 singles; the other 8 singles and the first 100-event request (108 events); then 100 + 100; then nothing left.
+    const groups = [singles.slice(0, 32), [...singles.slice(32), big[0]], [big[1], big[2]]].map((g) => new Set(g.map(transactionOf)));
+    expect(groups.map((g) => g.size)).toEqual([1, 1, 1]);
+    expect(new Set(groups.map((g) => [...g][0])).size).toBe(3);
+  });
+
   test("ingest_requests refuses a body that is not an array of requests", async () => {
     await expect(authPool.query("select app_private.ingest_requests('{}'::jsonb, '{}')")).rejects.toMatchObject({ code: "OMENV" });
   });
