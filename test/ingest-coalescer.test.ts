@@ -12,7 +12,7 @@ import { availableParallelism } from "node:os";
 import pg from "pg";
 import { ConfigError, readConfig } from "../src/config";
 import { IngestCoalescer, IngestOutcome, IngestRequest } from "../src/http/ingest-coalescer";
-import { createUser, getRootPool, unique } from "./helpers/db";
+import { createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
 
 const ORIGIN = "https://shop.example";
 
@@ -25,11 +25,11 @@ let authPool: pg.Pool;
 let ownerId: string;
 let site: Site;
 
-async function createTrackedSite(rateLimit = 0): Promise<Site> {
+async function createTrackedSite({ rateLimit = 0, quota = null }: { rateLimit?: number; quota?: number | null } = {}): Promise<Site> {
   const { rows } = await getRootPool().query(
     `select id, public_key from app_private.create_site($1, $2, 'shop.example', consent_mode => 'implied',
-       rate_limit_per_minute => $3, allowed_origins => array['https://shop.example'])`,
-    [ownerId, unique("Group"), rateLimit],
+       rate_limit_per_minute => $3, monthly_event_quota => $4, allowed_origins => array['https://shop.example'])`,
+    [ownerId, unique("Group"), rateLimit, quota],
   );
   return { id: rows[0].id, publicKey: rows[0].public_key };
 }
@@ -65,15 +65,6 @@ async function groupBehind(coalescer: IngestCoalescer, first: IngestRequest, res
   }
 }
 
-async function waitForLockWaiters(count: number): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
-    if (rows[0].n >= count) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error("the first request never reached its lock");
-}
-
 /**
  * How many writing (sub)transactions stored these ledger rows. The group's shared pass writes
  * every admitted request's rows under one transaction id; requests run one by one (the fallback)
@@ -95,12 +86,7 @@ async function receivedAt(ids: string[]): Promise<Map<string, string>> {
 const idOf = (r: IngestRequest, index = 0) => (r.events[index] as { id: string }).id;
 
 beforeAll(async () => {
-  const client = await getRootPool().connect();
-  try {
-    ownerId = await createUser(client);
-  } finally {
-    client.release();
-  }
+  ownerId = await createUser(getRootPool());
   site = await createTrackedSite();
   authPool = new pg.Pool({ connectionString: readConfig().authDatabaseUrl, max: 4 });
 });
@@ -112,7 +98,7 @@ afterAll(async () => {
 describe("requests that queue go to the database together and keep their own outcomes", () => {
   test("a lone request goes alone; the queue behind it leaves as one transaction; refusals and rejections stay per request", async () => {
     const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
-    const limited = await createTrackedSite(1);
+    const limited = await createTrackedSite({ rateLimit: 1 });
     const first = request(site, [event("v_first")]);
     const good = request(site, [event("v_good")]);
     const pair = request(site, [event("v_pair"), event("v_pair", { ts: new Date(Date.now() - 500).toISOString() })]);
@@ -146,9 +132,7 @@ describe("requests that queue go to the database together and keep their own out
 
   test("in the shared pass each request gets what it would alone: duplicates across requests, one visitor's session, bots, quota", async () => {
     const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
-    const { rows: [quotaSite] } = await getRootPool().query(
-      `select id, public_key as "publicKey" from app_private.create_site($1, $2, 'shop.example', consent_mode => 'implied',
-         rate_limit_per_minute => 0, monthly_event_quota => 1, allowed_origins => array['https://shop.example'])`, [ownerId, unique("Quota")]);
+    const quotaSite = await createTrackedSite({ quota: 1 });
     const twice = event("v_twice");
     const start = Date.now() - 60_000;
     const firstVisit = event("v_same", { ts: new Date(start).toISOString() });

@@ -5,7 +5,7 @@
  * service's pool serves them on parallel connections.
  */
 import { randomUUID } from "node:crypto";
-import { createUser, getRootPool, unique } from "./helpers/db";
+import { createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
 import { startTestService, TestService } from "./helpers/http";
 
 const ORIGIN = "https://shop.example";
@@ -191,11 +191,7 @@ describe("group commit over HTTP", () => {
       await holder.query("begin");
       await holder.query(`select pg_advisory_xact_lock(hashtextextended($1 || '/v_lead', 0))`, [site.id]);
       const lead = post({ site: site.publicKey, events: [event({ visitor_id: "v_lead" })] });
-      for (let i = 0; i < 500; i++) {
-        const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
-        if (rows[0].n > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+      await waitForLockWaiters(1);
       const goodEvents = Array.from({ length: 4 }, (_, i) => event({ visitor_id: `v_member_${i}` }));
       const replies = Promise.all([
         ...goodEvents.map((e) => post({ site: site.publicKey, events: [e] })),

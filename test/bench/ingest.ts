@@ -228,6 +228,11 @@ interface RunFigures {
 }
 
 
+/** The middle item by `key` (the lower of the two middles when there is an even number). */
+function middle<T>(items: T[], key: (item: T) => number): T {
+  return [...items].sort((a, b) => key(a) - key(b))[Math.floor((items.length - 1) / 2)];
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -458,15 +463,22 @@ export async function main(args: string[]): Promise<number> {
       return figures;
     };
 
-    const singleRounds: Array<{ baseline: RunFigures; ours: RunFigures; ratio: number }> = [];
-    for (let i = 1; i <= rounds; i++) {
-      const tag = rounds > 1 ? ` (round ${i} of ${rounds})` : "";
-      const baseline = await run(`single / baseline${tag}`, "baseline", [mainSite], 1);
-      const oursRound = await run(`single / ours${tag}`, "ours", [mainSite], 1);
-      singleRounds.push({ baseline, ours: oursRound, ratio: round(oursRound.requests_per_s / baseline.requests_per_s, 3) });
-    }
-    // The round whose ratio is the median stands for phase 1 (and is phase 4's reference).
-    const medianRound = [...singleRounds].sort((a, b) => a.ratio - b.ratio)[Math.floor((rounds - 1) / 2)];
+    /** `rounds` pairs of single-event runs on the main site, each pair in `order`. */
+    const inRounds = async (order: Array<"ours" | "baseline">, labels: Record<"ours" | "baseline", string>) => {
+      const pairs: Array<Record<"ours" | "baseline", RunFigures>> = [];
+      for (let i = 1; i <= rounds; i++) {
+        const tag = rounds > 1 ? ` (round ${i} of ${rounds})` : "";
+        const pair = {} as Record<"ours" | "baseline", RunFigures>;
+        for (const target of order) pair[target] = await run(`${labels[target]}${tag}`, target, [mainSite], 1);
+        pairs.push(pair);
+      }
+      return pairs;
+    };
+
+    const singleRounds = (await inRounds(["baseline", "ours"], { baseline: "single / baseline", ours: "single / ours" }))
+      .map((pair) => ({ ...pair, ratio: round(pair.ours.requests_per_s / pair.baseline.requests_per_s, 3) }));
+    // The round whose ratio is the median stands for phase 1.
+    const medianRound = middle(singleRounds, (r) => r.ratio);
     const { baseline: singleBaseline, ours: singleOurs } = medianRound;
     const singleP99 = median(singleRounds.map((r) => r.ours.p99_ms));
     const batchBaseline = await run(`batch ${BATCH_SIZE} / baseline`, "baseline", [mainSite], BATCH_SIZE);
@@ -478,16 +490,11 @@ export async function main(args: string[]): Promise<number> {
     const ledgerFill = await fillLedger(root, ledgerRows);
     // The same rounds again, ours then the baseline: the baseline is the canary that tells a
     // machine that slowed down from a ledger that did.
-    const ledgerRounds: Array<{ ours: RunFigures; baseline: RunFigures }> = [];
-    for (let i = 1; i <= rounds; i++) {
-      const tag = rounds > 1 ? ` (round ${i} of ${rounds})` : "";
-      const oursRound = await run(`single / ours, ${ledgerRows.toLocaleString("en")} ledger rows${tag}`, "ours", [mainSite], 1);
-      const baseline = await run(`single / baseline, after the ledger fill${tag}`, "baseline", [mainSite], 1);
-      ledgerRounds.push({ ours: oursRound, baseline });
-    }
-    const medianBy = (runs: RunFigures[]) => [...runs].sort((a, b) => a.requests_per_s - b.requests_per_s)[Math.floor((runs.length - 1) / 2)];
-    const ledgerOurs = medianBy(ledgerRounds.map((r) => r.ours));
-    const ledgerBaseline = medianBy(ledgerRounds.map((r) => r.baseline));
+    const ledgerRounds = await inRounds(["ours", "baseline"],
+      { ours: `single / ours, ${ledgerRows.toLocaleString("en")} ledger rows`, baseline: "single / baseline, after the ledger fill" });
+    const byRate = (r: RunFigures) => r.requests_per_s;
+    const ledgerOurs = middle(ledgerRounds.map((r) => r.ours), byRate);
+    const ledgerBaseline = middle(ledgerRounds.map((r) => r.baseline), byRate);
 
     await stopServers(servers);
     servers = undefined;
@@ -502,8 +509,8 @@ export async function main(args: string[]): Promise<number> {
     const batchRatio = ratio(batchOurs.events_per_s, batchBaseline.events_per_s);
     const hotRatio = ratio(hotOurs.events_per_s, spreadOurs.events_per_s);
     // Medians against medians: the phase-1 rounds' own figures, not the median-ratio round's.
-    const ledgerRatio = ratio(ledgerOurs.requests_per_s, medianBy(singleRounds.map((r) => r.ours)).requests_per_s);
-    const canaryRatio = ratio(ledgerBaseline.requests_per_s, medianBy(singleRounds.map((r) => r.baseline)).requests_per_s);
+    const ledgerRatio = ratio(ledgerOurs.requests_per_s, middle(singleRounds.map((r) => r.ours), byRate).requests_per_s);
+    const canaryRatio = ratio(ledgerBaseline.requests_per_s, middle(singleRounds.map((r) => r.baseline), byRate).requests_per_s);
     const exactness = {
       accepted: ours.accepted,
       ledger_rows: Number(counts.ledger_rows),

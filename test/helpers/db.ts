@@ -70,10 +70,20 @@ export async function sqlState(client: pg.ClientBase, fn: () => Promise<unknown>
   }
 }
 
+/** Waits until `count` sessions wait for an advisory lock: a test holding one knows its request has got that far. */
+export async function waitForLockWaiters(count: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
+    if (rows[0].n >= count) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`fewer than ${count} sessions ever waited for an advisory lock`);
+}
+
 let counter = 0;
 export const unique = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
 
-export async function createUser(client: pg.ClientBase, email = `${unique("user")}@example.com`, platformAdmin = false): Promise<string> {
+export async function createUser(client: Pick<pg.ClientBase, "query">, email = `${unique("user")}@example.com`, platformAdmin = false): Promise<string> {
   const { rows } = await client.query(
     "insert into app_public.users (email, is_platform_admin) values ($1, $2) returning id", [email, platformAdmin],
   );
