@@ -13,7 +13,7 @@ import type { Config } from "./config";
 import { flushDenials } from "./db/denials";
 import { makePools, Pools } from "./db/pools";
 import { makePreset } from "./graphql/preset";
-import { addFallbackHandlers, makeApp } from "./http/app";
+import { addFallbackHandlers, makeApp, makeRequestListener } from "./http/app";
 import { holdYoungGeneration } from "./young-generation";
 import { startWorker } from "./worker/runner";
 
@@ -33,8 +33,9 @@ export async function startService(config: Config, { http = true, worker = true 
   let url: string | undefined;
   try {
     if (http) {
-      const app = makeApp({ config, pools, verifyToken: makeTokenVerifier(config) });
-      server = createServer(app);
+      const deps = { config, pools, verifyToken: makeTokenVerifier(config) };
+      const app = makeApp(deps);
+      server = createServer(makeRequestListener(app, deps));
       const pgl = postgraphile(makePreset(config, pools));
       // Settled either way: a failed build is grafserv's to report, not a reason to hold on.
       Promise.resolve(pgl.getSchemaResult()).then(releaseYoungGeneration, releaseYoungGeneration);

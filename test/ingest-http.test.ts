@@ -468,6 +468,37 @@ describe("POST /api/sync: hostile strings are data", () => {
   });
 });
 
+describe("POST /api/sync is routed as express would route it", () => {
+  test.each(["/api/sync?v=3", "/api/sync/", "/API/Sync"])("%s is the sync endpoint", async (path) => {
+    const before = await counts(site.id);
+    const response = await post(path, { site: site.publicKey, events: [event()] });
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ accepted: 1, duplicates: 0, rejected: [] });
+    expect((await counts(site.id)).ledger).toBe(before.ledger + 1);
+  });
+
+  test("its answers carry the headers every answer does, in our JSON shape", async () => {
+    const accepted = await sync({ site: site.publicKey, events: [event()] });
+    const refused = await sync("{", {});
+    for (const response of [accepted, refused]) {
+      expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(response.headers.get("content-type")).toBe("application/json; charset=utf-8");
+      expect(Number(response.headers.get("content-length"))).toBe(Buffer.byteLength(response.text));
+    }
+    expectRefused(refused, 400, "invalid_json");
+  });
+
+  test.each(["GET", "PUT", "DELETE"])("%s /api/sync is 404 not_found", async (method) => {
+    const response = await reply(await fetch(`${service.url}/api/sync`, { method }));
+    expectRefused(response, 404, "not_found");
+    expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+
+  test.each(["/api/syncs", "/api/sync/more", "/x/api/sync"])("POST %s is not the sync endpoint (404)", async (path) => {
+    expectRefused(await post(path, { site: site.publicKey, events: [event()] }), 404, "not_found");
+  });
+});
+
 describe("CORS", () => {
   async function preflight(path: string, origin: string): Promise<Reply> {
     return reply(await fetch(`${service.url}${path}`, {

@@ -1,10 +1,14 @@
 /*
  * The express app: a thin shell around the database. It authenticates, hands GraphQL to
  * PostGraphile, answers health checks, and turns every failure into our JSON error shape.
- * Routes of later features mount here too.
+ * Routes of later features mount here too. The server's request listener sits in front of it:
+ * it sets what every response carries, and sends the tracker's POST /api/sync straight to its
+ * handler.
  */
+import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import express, { NextFunction, Request, Response } from "express";
 import type pg from "pg";
+import proxyaddr from "proxy-addr";
 import type { TokenVerifier } from "../auth/jwt";
 import type { Config } from "../config";
 import { logger } from "../logger";
@@ -13,7 +17,7 @@ import { sendError } from "./errors";
 import { callEventRouter } from "./call-events";
 import { disputeExportHandler } from "./dispute-export";
 import { healthHandler } from "./health";
-import { ingestRouter } from "./ingest";
+import { ingestRouter, syncEndpoint } from "./ingest";
 import { ociExportHandler } from "./oci-export";
 import { salesRouter } from "./sales";
 
@@ -29,17 +33,6 @@ export function makeApp(deps: AppDeps): express.Express {
   // Our JSON answers are per request and never revalidated: hashing each body for an ETag is waste.
   app.disable("etag");
   app.set("trust proxy", deps.config.trustProxy);
-  const logRequests = logger.isLevelEnabled("info");
-  app.use((req, res, next) => {
-    res.setHeader("X-Content-Type-Options", "nosniff");
-    if (!logRequests) return next();
-    const started = process.hrtime.bigint();
-    res.on("finish", () => {
-      // Method, path and status only: query strings and headers may carry secrets.
-      logger.info({ method: req.method, path: req.originalUrl.split("?")[0], status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");
-    });
-    next();
-  });
   app.get("/api/health", healthHandler(deps.pools.owner));
   app.use("/api", ingestRouter(deps.config, deps.pools.auth));
   app.use("/api", callEventRouter(deps.pools.auth));
@@ -50,6 +43,33 @@ export function makeApp(deps: AppDeps): express.Express {
   app.use("/graphql", authenticate(deps.verifyToken, deps.pools.auth));
   app.get("/api/billing/dispute-export.csv", authenticate(deps.verifyToken, deps.pools.auth), disputeExportHandler(deps.config, deps.pools));
   return app;
+}
+
+// The path express would route to POST /api/sync: any case, an optional trailing slash, any query.
+const SYNC_PATH = /^\/api\/sync\/?(?:\?|$)/i;
+
+/** The server's request listener: every response's common headers and log line, then the route. */
+export function makeRequestListener(app: express.Express, deps: AppDeps): RequestListener {
+  // req.ip as express works it out: the TRUST_PROXY rule decides whose X-Forwarded-For to believe.
+  const trust = app.get("trust proxy fn") as Parameters<typeof proxyaddr>[1];
+  const sync = syncEndpoint(deps.config, deps.pools.auth, (req) => proxyaddr(req, trust));
+  const logRequests = logger.isLevelEnabled("info");
+  return (req: IncomingMessage, res: ServerResponse) => {
+    res.setHeader("X-Content-Type-Options", "nosniff");
+    if (logRequests) logWhenFinished(req, res);
+    if (req.method === "POST" && SYNC_PATH.test(req.url ?? "")) sync(req, res);
+    else void app(req, res);
+  };
+}
+
+function logWhenFinished(req: IncomingMessage, res: ServerResponse): void {
+  const started = process.hrtime.bigint();
+  // Method, path and status only: query strings and headers may carry secrets. Read now: express
+  // rewrites req.url while it routes.
+  const path = (req.url ?? "").split("?")[0];
+  res.on("finish", () => {
+    logger.info({ method: req.method, path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");
+  });
 }
 
 /** Registered after PostGraphile has mounted, so they only catch what nothing else handled. */

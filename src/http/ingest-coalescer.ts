@@ -59,14 +59,29 @@ export class IngestCoalescer {
 
   private dispatch(): void {
     while (this.inFlight < this.limits.concurrency && this.waiting.length > 0) {
-      const group = this.nextGroup();
       this.inFlight++;
-      const sent = group.length === 1 ? this.sendAlone(group[0]) : this.sendGroup(group);
-      void sent.finally(() => {
-        this.inFlight--;
-        this.dispatch();
-      });
+      void this.send(this.nextGroup());
     }
+  }
+
+  /**
+   * The connection is handed to the next group before this group's answers are written: writing
+   * a response costs the event loop more than the database takes to start the next call, and a
+   * connection left idle meanwhile is throughput lost.
+   */
+  private async send(group: Waiting[]): Promise<void> {
+    const { settle, again } = group.length === 1 ? await this.callAlone(group[0]) : await this.callGroup(group);
+    if (again.length === 0) this.release();
+    for (const answer of settle) answer();
+    if (again.length === 0) return;
+    // Rare enough to keep the connection for: the conflicts' second attempts, each alone.
+    for (const waiting of again) (await this.callAlone(waiting)).settle[0]();
+    this.release();
+  }
+
+  private release(): void {
+    this.inFlight--;
+    this.dispatch();
   }
 
   private nextGroup(): Waiting[] {
@@ -81,7 +96,7 @@ export class IngestCoalescer {
     return this.waiting.splice(0, size);
   }
 
-  private async sendAlone(waiting: Waiting): Promise<void> {
+  private async callAlone(waiting: Waiting): Promise<Answers> {
     const { site, events, origin, clientIp, userAgent } = waiting.request;
     try {
       // Named, so each pooled connection parses and plans the call once.
@@ -90,16 +105,16 @@ export class IngestCoalescer {
         text: "select app_private.ingest_events($1, $2::jsonb, $3, $4, $5, $6) as result",
         values: [site, JSON.stringify(events), origin, clientIp, userAgent, this.globalOrigins],
       });
-      waiting.resolve({ result: rows[0].result });
+      return answers([() => waiting.resolve({ result: rows[0].result })]);
     } catch (error) {
       const { code, detail, message } = error as { code?: string; detail?: string; message: string };
       // A SQLSTATE without a severity is not the server's answer but the client's own failure.
-      if (code && (error as { severity?: string }).severity) waiting.resolve({ code, detail, message });
-      else waiting.reject(error as Error);
+      if (code && (error as { severity?: string }).severity) return answers([() => waiting.resolve({ code, detail, message })]);
+      return answers([() => waiting.reject(error as Error)]);
     }
   }
 
-  private async sendGroup(group: Waiting[]): Promise<void> {
+  private async callGroup(group: Waiting[]): Promise<Answers> {
     const requests = group.map(({ request }) => ({
       site: request.site, events: request.events, origin: request.origin, client_ip: request.clientIp, user_agent: request.userAgent,
     }));
@@ -114,15 +129,25 @@ export class IngestCoalescer {
       if (!Array.isArray(outcomes) || outcomes.length !== group.length) throw new Error("ingest_requests answered out of step with its group");
     } catch (error) {
       // The group's transaction did not commit, so none of its requests is stored.
-      for (const waiting of group) waiting.reject(error as Error);
-      return;
+      return answers(group.map((waiting) => () => waiting.reject(error as Error)));
     }
+    const settle: Array<() => void> = [];
     const again: Waiting[] = [];
     group.forEach((waiting, index) => {
       const outcome = outcomes[index];
       if ("code" in outcome && RETRY_ALONE.has(outcome.code)) again.push(waiting);
-      else waiting.resolve("code" in outcome && !outcome.detail ? { code: outcome.code, message: outcome.message } : outcome);
+      else settle.push(() => waiting.resolve("code" in outcome && !outcome.detail ? { code: outcome.code, message: outcome.message } : outcome));
     });
-    for (const waiting of again) await this.sendAlone(waiting);
+    return { settle, again };
   }
+}
+
+/** A call's answers, not yet given, and the requests it lost to a conflict (to be sent again alone). */
+interface Answers {
+  settle: Array<() => void>;
+  again: Waiting[];
+}
+
+function answers(settle: Array<() => void>): Answers {
+  return { settle, again: [] };
 }

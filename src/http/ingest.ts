@@ -5,15 +5,20 @@
  * sync requests that queue for a connection share one commit (ingest-coalescer.ts); each
  * still runs as its own unit of all or nothing.
  *
+ * POST /api/sync is the one route served on node's own request and response objects
+ * (syncEndpoint, reached from app.ts's request listener): it carries nearly all the traffic, and
+ * express's router and response helpers cost more per request than the rest of its handling.
+ *
  * CORS fails closed: a preflight is answered only for an origin some site allows (or the
  * global ALLOWED_ORIGINS); the POST itself is checked against the site's own list in SQL.
  */
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { NextFunction, Request, Response, Router } from "express";
 import express from "express";
 import type pg from "pg";
 import type { Config } from "../config";
 import { logger } from "../logger";
-import { sendError } from "./errors";
+import { sendError, writeJson } from "./errors";
 import { IngestCoalescer, IngestOutcome } from "./ingest-coalescer";
 
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -30,7 +35,7 @@ class RequestError extends Error {
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /** The raw body, at most MAX_BODY_BYTES, as JSON sent as application/json or text/plain (sendBeacon). */
-async function readJsonBody(req: Request): Promise<unknown> {
+async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const type = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
   if (type !== "application/json" && type !== "text/plain") {
     throw new RequestError(415, "unsupported_media_type", "Send JSON as application/json or text/plain.");
@@ -105,23 +110,55 @@ const DATABASE_ERRORS: Record<string, (detail?: string) => RequestError> = {
   OMENV: () => new RequestError(400, "invalid_envelope", "The request is not shaped as expected."),
 };
 
-function corsHeaders(res: Response, origin: string): void {
+const UNAVAILABLE = { status: 500, code: "ingest_unavailable", message: "Events could not be stored; retry later." };
+
+/** A database error the tracker should see as such (site, origin, rate limit), else a logged 500. */
+function refusal(code: string | undefined, detail: string | undefined, message: string): RequestError {
+  const known = code ? DATABASE_ERRORS[code] : undefined;
+  if (known) return known(detail);
+  logger.error({ err: message, code }, "ingest failed");
+  return new RequestError(UNAVAILABLE.status, UNAVAILABLE.code, UNAVAILABLE.message);
+}
+
+/** The answer for anything a handler threw: its own RequestError, or a logged 500 that reveals nothing. */
+function sendFailure(res: ServerResponse, error: unknown): void {
+  if (error instanceof RequestError) return sendError(res, error.status, error.code, error.message, error.headers);
+  logger.error({ err: (error as Error).message }, "ingest failed");
+  sendError(res, UNAVAILABLE.status, UNAVAILABLE.code, UNAVAILABLE.message);
+}
+
+function corsHeaders(res: ServerResponse, origin: string): void {
   res.setHeader("Access-Control-Allow-Origin", origin);
   res.setHeader("Vary", "Origin");
 }
 
-export function ingestRouter(config: Config, authPool: pg.Pool): Router {
-  const router = express.Router();
-
+/** POST /api/sync as a node request listener; clientIp says who sent the request (express's trust proxy rule). */
+export function syncEndpoint(config: Config, authPool: pg.Pool, clientIp: (req: IncomingMessage) => string | undefined) {
   const coalescer = new IngestCoalescer(authPool, config.allowedOrigins, { concurrency: config.ingestConcurrency });
 
-  /** A database error the tracker should see as such (site, origin, rate limit), else a logged 500. */
-  function refusal(code: string | undefined, detail: string | undefined, message: string): RequestError {
-    const known = code ? DATABASE_ERRORS[code] : undefined;
-    if (known) return known(detail);
-    logger.error({ err: message, code }, "ingest failed");
-    return new RequestError(500, "ingest_unavailable", "Events could not be stored; retry later.");
+  async function sync(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const { site, events } = envelope(await readJsonBody(req));
+      let outcome: IngestOutcome;
+      try {
+        outcome = await coalescer.submit({ site, events, origin: req.headers.origin ?? null, clientIp: clientIp(req) ?? null, userAgent: req.headers["user-agent"] ?? null });
+      } catch (error) {
+        throw refusal(undefined, undefined, (error as Error).message);
+      }
+      if ("code" in outcome) throw refusal(outcome.code, outcome.detail, outcome.message);
+      corsHeaders(res, req.headers.origin!);
+      writeJson(res, 200, outcome.result);
+    } catch (error) {
+      sendFailure(res, error);
+    }
   }
+
+  return (req: IncomingMessage, res: ServerResponse): void => void sync(req, res);
+}
+
+/** OPTIONS /api/sync and /api/consent, and POST /api/consent. */
+export function ingestRouter(config: Config, authPool: pg.Pool): Router {
+  const router = express.Router();
 
   // Named, so each pooled connection parses and plans the call once instead of per request.
   async function call(name: string, sql: string, params: unknown[]): Promise<unknown> {
@@ -134,25 +171,12 @@ export function ingestRouter(config: Config, authPool: pg.Pool): Router {
     }
   }
 
-  async function ingest(req: Request, site: string, events: unknown[]): Promise<unknown> {
-    let outcome: IngestOutcome;
-    try {
-      outcome = await coalescer.submit({ site, events, origin: req.headers.origin ?? null, clientIp: req.ip ?? null, userAgent: req.headers["user-agent"] ?? null });
-    } catch (error) {
-      throw refusal(undefined, undefined, (error as Error).message);
-    }
-    if ("code" in outcome) throw refusal(outcome.code, outcome.detail, outcome.message);
-    return outcome.result;
-  }
-
   const handle = (work: (req: Request, res: Response) => Promise<void>) =>
     async (req: Request, res: Response, _next: NextFunction) => {
       try {
         await work(req, res);
       } catch (error) {
-        if (error instanceof RequestError) return sendError(res, error.status, error.code, error.message, error.headers);
-        logger.error({ err: (error as Error).message }, "ingest failed");
-        sendError(res, 500, "ingest_unavailable", "Events could not be stored; retry later.");
+        sendFailure(res, error);
       }
     };
 
@@ -165,13 +189,6 @@ export function ingestRouter(config: Config, authPool: pg.Pool): Router {
     res.setHeader("Access-Control-Allow-Headers", "Content-Type");
     res.setHeader("Access-Control-Max-Age", "600");
     res.status(204).end();
-  }));
-
-  router.post("/sync", handle(async (req, res) => {
-    const { site, events } = envelope(await readJsonBody(req));
-    const result = await ingest(req, site, events);
-    corsHeaders(res, req.headers.origin!);
-    res.status(200).json(result);
   }));
 
   router.post("/consent", handle(async (req, res) => {
