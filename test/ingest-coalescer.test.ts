@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import pg from "pg";
 import { ConfigError, readConfig } from "../src/config";
-import { IngestCoalescer, IngestOutcome, IngestRequest } from "../src/http/ingest-coalescer";
+import { IngestCoalescer, IngestOutcome, IngestQueueFull, IngestRequest } from "../src/http/ingest-coalescer";
 import { createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
 
 const ORIGIN = "https://shop.example";
@@ -272,6 +272,32 @@ describe("requests that queue go to the database together and keep their own out
     const groups = [singles.slice(0, 32), [...singles.slice(32), big[0]], [big[1], big[2]]].map((g) => new Set(g.map(transactionOf)));
     expect(groups.map((g) => g.size)).toEqual([1, 1, 1]);
     expect(new Set(groups.map((g) => [...g][0])).size).toBe(3);
+  });
+
+  test("past the queue limit a request is refused at once and stores nothing; those already waiting go through", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1, queueLimit: 2 });
+    const lead = request(site, [event("v_lead_queue")]);
+    const queued = [request(site, [event("v_queued_1")]), request(site, [event("v_queued_2")])];
+    const turnedAway = request(site, [event("v_turned_away")]);
+    const holder = await getRootPool().connect();
+    try {
+      await holder.query("begin");
+      await holder.query(visitorLock(site, "v_lead_queue"));
+      const leadDone = coalescer.submit(lead);
+      await waitForLockWaiters(1);
+      const queuedDone = queued.map((r) => coalescer.submit(r));
+      await expect(coalescer.submit(turnedAway)).rejects.toBeInstanceOf(IngestQueueFull);
+      await holder.query("commit");
+      const outcomes = await Promise.all([leadDone, ...queuedDone]);
+      expect(outcomes.every((o) => "result" in o && (o.result as { accepted: number }).accepted === 1)).toBe(true);
+    } finally {
+      holder.release();
+    }
+    const stored = await receivedAt([lead, ...queued, turnedAway].map((r) => idOf(r)));
+    expect([lead, ...queued].every((r) => stored.has(idOf(r)))).toBe(true);
+    expect(stored.has(idOf(turnedAway))).toBe(false);
+    // Once the queue has drained, the next request is taken again.
+    expect(await coalescer.submit(turnedAway)).toMatchObject({ result: { accepted: 1 } });
   });
 
   test("ingest_requests refuses a body that is not an array of requests", async () => {

@@ -29,10 +29,24 @@ export interface CoalescerLimits {
   /** At most this many requests, and this many events, in one group: each transaction stays short. */
   groupRequests?: number;
   groupEvents?: number;
+  /**
+   * At most this many requests wait for a connection. Past it a request is refused at once: it is
+   * answered 500 ingest_unavailable, for the tracker to retry later. Without the bound a stalled
+   * database would leave every request's body in memory here until the process ran out.
+   */
+  queueLimit?: number;
 }
 
 const GROUP_REQUESTS = 32;
 const GROUP_EVENTS = 200;
+const QUEUE_LIMIT = 1000; // bodies are at most 64 KiB: at most about 64 MiB waiting
+
+/** The queue is full: the request was not sent to the database, so nothing of it is stored. */
+export class IngestQueueFull extends Error {
+  constructor(limit: number) {
+    super(`${limit} tracker requests are already waiting for a database connection`);
+  }
+}
 
 // Lost to a concurrent transaction's locks; in a transaction of its own it will go through.
 const RETRY_ALONE = new Set(["40P01", "40001"]);
@@ -49,8 +63,10 @@ export class IngestCoalescer {
 
   constructor(private readonly pool: pg.Pool, private readonly globalOrigins: string[], private readonly limits: CoalescerLimits) {}
 
-  /** Rejects only when the database could not be asked (connection lost, commit failed): then nothing of the request is stored. */
+  /** Rejects only when the database could not be asked (queue full, connection lost, commit failed): then nothing of the request is stored. */
   submit(request: IngestRequest): Promise<IngestOutcome> {
+    const limit = this.limits.queueLimit ?? QUEUE_LIMIT;
+    if (this.waiting.length >= limit) return Promise.reject(new IngestQueueFull(limit));
     return new Promise((resolve, reject) => {
       this.waiting.push({ request, resolve, reject });
       this.dispatch();
