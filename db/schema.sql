@@ -4273,6 +4273,8 @@ declare
   v_accepted integer[] := pg_catalog.array_fill(0, array[v_batches]);
   v_duplicates integer[] := pg_catalog.array_fill(0, array[v_batches]);
   v_rejected jsonb[] := pg_catalog.array_fill('[]'::jsonb, array[v_batches]);
+  v_answers jsonb[] := '{}';
+  v_batch integer;
   v_locked_visitor text;  -- the visitor whose lock was taken last
   v_event record;
   v_consent jsonb;
@@ -4455,10 +4457,17 @@ begin
     insert into app_public.events select * from pg_catalog.unnest(v_pending);
   end if;
 
-  return (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('accepted', v_accepted[i], 'duplicates', v_duplicates[i],
-            'rejected', (select coalesce(pg_catalog.jsonb_agg(r order by (r ->> 'index')::int), '[]') from pg_catalog.jsonb_array_elements(v_rejected[i]) r))
-            order by i)
-            from pg_catalog.generate_series(1, v_batches) i);
+  -- The answers, built without a query: a batch's rejections are sorted by index only when it
+  -- has more than one (see the top of this migration).
+  for v_batch in 1 .. v_batches loop
+    if pg_catalog.jsonb_array_length(v_rejected[v_batch]) > 1 then
+      v_rejected[v_batch] := (select pg_catalog.jsonb_agg(r order by (r ->> 'index')::int)
+                                from pg_catalog.jsonb_array_elements(v_rejected[v_batch]) r);
+    end if;
+    v_answers[v_batch] := pg_catalog.jsonb_build_object('accepted', v_accepted[v_batch], 'duplicates', v_duplicates[v_batch],
+                                                        'rejected', v_rejected[v_batch]);
+  end loop;
+  return pg_catalog.to_jsonb(v_answers);
 end;
 $$;
 
@@ -4474,6 +4483,7 @@ COMMENT ON FUNCTION app_private.store_events(site app_public.sites, batches json
 
 CREATE FUNCTION app_private.store_session(session app_public.sessions, state text) RETURNS void
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 begin
   if state = 'new' then
@@ -4481,7 +4491,8 @@ begin
   elsif state = 'changed' then
     update app_public.sessions s
        set ended_at = session.ended_at, last_event_id = session.last_event_id, event_count = session.event_count
-     where s.site_id = session.site_id and s.id = session.id and s.started_at = session.started_at;
+     where s.site_id = session.site_id and s.id = session.id and s.started_at = session.started_at
+       and s.visitor_key = session.visitor_key;
   end if;
 end;
 $$;
@@ -6975,7 +6986,7 @@ CREATE INDEX sales_session_idx ON app_public.sales USING btree (site_id, session
 -- Name: sessions_click_id_idx; Type: INDEX; Schema: app_public; Owner: -
 --
 
-CREATE INDEX sessions_click_id_idx ON ONLY app_public.sessions USING btree (site_id, click_id);
+CREATE INDEX sessions_click_id_idx ON ONLY app_public.sessions USING btree (site_id, click_id) WHERE (click_id IS NOT NULL);
 
 --
 -- Name: sessions_visitor_idx; Type: INDEX; Schema: app_public; Owner: -
