@@ -300,6 +300,52 @@ describe("requests that queue go to the database together and keep their own out
     expect(await coalescer.submit(turnedAway)).toMatchObject({ result: { accepted: 1 } });
   });
 
+  test("while a call is in flight, a free connection waits for a worthwhile group; fewer events wait for the call to finish", async () => {
+    const coalescer = new IngestCoalescer(authPool, [], { concurrency: 2, minGroupEvents: 3 });
+    const lead = request(site, [event("v_lead_min")]);
+    const trio = [1, 2, 3].map((i) => request(site, [event(`v_min_${i}`)]));
+    const single = request(site, [event("v_min_single")]);
+    const pair = request(site, [event("v_min_pair"), event("v_min_pair", { ts: new Date(Date.now() - 900).toISOString() })]);
+    const last = request(site, [event("v_min_last")]);
+    const holder = await getRootPool().connect();
+    try {
+      await holder.query("begin");
+      await holder.query(visitorLock(site, "v_lead_min"));
+      let leadAnswered = false;
+      const leadDone = coalescer.submit(lead).then((outcome) => { leadAnswered = true; return outcome; });
+      await waitForLockWaiters(1);
+
+      // One call in flight, one connection free: two one-event requests are not worth a call yet, a third is.
+      const trioDone = trio.slice(0, 2).map((r) => coalescer.submit(r));
+      expect(coalescer.queued).toBe(2);
+      trioDone.push(coalescer.submit(trio[2]));
+      expect(coalescer.queued).toBe(0);
+      expect((await Promise.all(trioDone)).every((o) => "result" in o && (o.result as { accepted: number }).accepted === 1)).toBe(true);
+
+      // Events count, not requests: a one-event request and a two-event one leave together.
+      const singleDone = coalescer.submit(single);
+      expect(coalescer.queued).toBe(1);
+      const pairDone = coalescer.submit(pair);
+      expect(coalescer.queued).toBe(0);
+      expect(await singleDone).toMatchObject({ result: { accepted: 1 } });
+      expect(await pairDone).toMatchObject({ result: { accepted: 2 } });
+
+      // A lone request waits for the call in flight, however long it takes.
+      const lastDone = coalescer.submit(last);
+      expect(coalescer.queued).toBe(1);
+      expect(leadAnswered).toBe(false);
+      await holder.query("commit");
+      expect(await leadDone).toMatchObject({ result: { accepted: 1 } });
+      expect(await lastDone).toMatchObject({ result: { accepted: 1 } });
+    } finally {
+      holder.release();
+    }
+    const stored = await receivedAt([lead, ...trio, single, pair, last].map((r) => idOf(r)));
+    const transactions = [trio.map((r) => stored.get(idOf(r))), [single, pair].map((r) => stored.get(idOf(r)))].map((t) => new Set(t));
+    expect(transactions.map((t) => t.size)).toEqual([1, 1]);
+    expect(new Set([...transactions.flatMap((t) => [...t]), stored.get(idOf(lead)), stored.get(idOf(last))]).size).toBe(4);
+  });
+
   test("ingest_requests refuses a body that is not an array of requests", async () => {
     await expect(authPool.query("select app_private.ingest_requests('{}'::jsonb, '{}')")).rejects.toMatchObject({ code: "OMENV" });
   });

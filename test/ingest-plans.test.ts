@@ -44,7 +44,7 @@ test("a session extended by a later event is written back by its key on a kept (
 
     // Every plan the session write-back runs on, as auto_explain prints it.
     const plans: string[] = [];
-    const collect = (notice: pg.NoticeMessage) => {
+    const collect = (notice: { message?: string }) => {
       if (notice.message?.includes("update app_public.sessions s")) plans.push(notice.message);
     };
     client.on("notice", collect);
