@@ -36,9 +36,11 @@ const QueryLimitsPlugin: GraphileConfig.Plugin = {
   },
   grafast: {
     middleware: {
-      prepareArgs(next, event) {
+      // Answered as a result with errors, as validation errors are: an error thrown from here
+      // would reach the client the same, but grafserv would print it with its stack trace.
+      execute(next, event) {
         const [first] = pageSizeErrors(event.args.schema, event.args.document, event.args.variableValues);
-        if (first) throw first;
+        if (first) return { errors: [first] };
         return next();
       },
     },
