@@ -2226,8 +2226,16 @@ declare
   v_key text := 'upload_conversions:' || enqueue_upload.provider || ':' || enqueue_upload.site_id::text;
   v_run_at timestamptz := coalesce(enqueue_upload.run_at, pg_catalog.now());
   v_waiting timestamptz;
+  v_attempts integer;
 begin
-  select j.run_at into v_waiting from graphile_worker._private_jobs j where j.key = v_key and j.locked_at is null;
+  -- Row-locked until this transaction ends: a worker picking jobs skips locked rows, so it
+  -- cannot start this job's run before the sale it is left waiting for has committed.
+  select j.run_at, j.attempts into v_waiting, v_attempts
+    from graphile_worker._private_jobs j where j.key = v_key and j.locked_at is null
+     for update;
+  if v_attempts = 0 and v_waiting <= v_run_at then
+    return;  -- already due in time, and replacing it would change nothing a worker reads
+  end if;
   perform graphile_worker.add_job('upload_conversions',
     pg_catalog.json_build_object('site_id', enqueue_upload.site_id, 'provider', enqueue_upload.provider),
     job_key => v_key, job_key_mode => 'replace', run_at => least(v_run_at, v_waiting));

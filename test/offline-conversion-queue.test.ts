@@ -165,6 +165,31 @@ describe("sale → queue → job in one transaction", () => {
     });
   });
 
+  test("a sale leaves a waiting, due, untried job as it is; a job that failed or waits for later is replaced and due now", async () => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      await confirmSale(client, site.id);
+      const first = await uploadJob(client, site.id);
+      // Already due, never tried: the next sale does not rewrite the job's row.
+      await confirmSale(client, site.id);
+      expect(await uploadJob(client, site.id)).toEqual(first);
+
+      // A job that failed once waits for graphile-worker's retry delay: a new sale resets it and makes it due now.
+      await client.query(
+        "update graphile_worker._private_jobs set attempts = 1, last_error = 'boom', run_at = now() + interval '10 minutes' where id = $1", [first!.id]);
+      await confirmSale(client, site.id);
+      const { rows: [reset] } = await client.query(
+        "select id, attempts, last_error, run_at <= now() as due, revision from graphile_worker._private_jobs where id = $1", [first!.id]);
+      expect(reset).toMatchObject({ id: first!.id, attempts: 0, last_error: null, due: true, revision: first!.revision + 1 });
+
+      // A job due later (a retry scheduled by the queue) is brought forward.
+      await client.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where id = $1", [first!.id]);
+      await confirmSale(client, site.id);
+      expect((await uploadJob(client, site.id))!.run_at.getTime()).toBeLessThanOrEqual(await dbNow(client));
+    });
+  });
+
   test("the job becomes visible to other connections only when the sale commits, together with it", async () => {
     const site = await committedSite();
     const writer = await getRootPool().connect();
@@ -186,6 +211,27 @@ describe("sale → queue → job in one transaction", () => {
       await writer.query("rollback").catch(() => {});
       writer.release();
       reader.release();
+    }
+  });
+
+  test("a job a sale leaves waiting cannot be taken by a worker before that sale commits", async () => {
+    const site = await committedSite();
+    await confirmSale(getRootPool(), site.id, { externalId: "CRM-first" });
+    const writer = await getRootPool().connect();
+    const worker = await getRootPool().connect();
+    // What a worker taking jobs does: it skips rows another transaction holds.
+    const take = async () => (await worker.query(
+      "select id from graphile_worker._private_jobs where key = 'upload_conversions:google:' || $1 for update skip locked", [site.id])).rows;
+    try {
+      await writer.query("begin");
+      await confirmSale(writer, site.id, { externalId: "CRM-second" });
+      expect(await take()).toEqual([]);
+      await writer.query("commit");
+      expect(await take()).toHaveLength(1);
+    } finally {
+      await writer.query("rollback").catch(() => {});
+      writer.release();
+      worker.release();
     }
   });
 
@@ -662,9 +708,10 @@ describe("update_offline_conversion_queue_attribution", () => {
       expect(row!.retry_at.getTime()).toBeLessThanOrEqual(now);
       const { rows: [updated] } = await client.query<Sale>("select * from app_public.sales where id = $1", [sale.id]);
       expect(updated).toMatchObject({ session_id: session.id, attribution_tier: "S1", attribution_source: "google_ads", click_id: "G_late", click_id_type: "gclid" });
+      // The site's upload job, already waiting since the sale, is due now: the same job, not a second one.
       const jobAfter = await uploadJob(client, site.id);
       expect(jobAfter?.id).toBe(jobBefore?.id);
-      expect(jobAfter!.revision).toBeGreaterThan(jobBefore!.revision);
+      expect(jobAfter!.run_at.getTime()).toBeLessThanOrEqual(await dbNow(client));
       // Once filled, a second run changes nothing.
       expect(await refresh(client, site.id)).toBe(0);
     });
