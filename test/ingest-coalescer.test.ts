@@ -47,22 +47,33 @@ const visitorLock = (target: Site, visitorId: string) =>
   `select pg_advisory_xact_lock(hashtextextended('${target.id}' || '/' || '${visitorId}', 0))`;
 
 /**
+ * Runs `work` while the test holds the lock of one of the workhorse site's visitors, as a
+ * transaction of its own; `letGo` commits it, and whatever is still held at the end is let go.
+ */
+async function whileVisitorHeld<T>(visitorId: string, work: (letGo: () => Promise<void>) => Promise<T>): Promise<T> {
+  const holder = await getRootPool().connect();
+  try {
+    await holder.query("begin");
+    await holder.query(visitorLock(site, visitorId));
+    return await work(async () => { await holder.query("commit"); });
+  } finally {
+    await holder.query("rollback").catch(() => {});
+    holder.release();
+  }
+}
+
+/**
  * Runs `first` (a request on the workhorse site) while the test holds its visitor's lock, queues `rest` behind it in a coalescer
  * with one call in flight, then lets go: `rest` reaches the database as one group.
  */
 async function groupBehind(coalescer: IngestCoalescer, first: IngestRequest, rest: IngestRequest[]): Promise<IngestOutcome[]> {
-  const holder = await getRootPool().connect();
-  try {
-    await holder.query("begin");
-    await holder.query(visitorLock(site, (first.events[0] as { visitor_id: string }).visitor_id));
+  return whileVisitorHeld((first.events[0] as { visitor_id: string }).visitor_id, async (letGo) => {
     const firstDone = coalescer.submit(first);
     await waitForLockWaiters(1);
     const restDone = rest.map((r) => coalescer.submit(r));
-    await holder.query("commit");
-    return await Promise.all([firstDone, ...restDone]);
-  } finally {
-    holder.release();
-  }
+    await letGo();
+    return Promise.all([firstDone, ...restDone]);
+  });
 }
 
 /**
@@ -239,11 +250,8 @@ describe("requests that queue go to the database together and keep their own out
 
   test("when the group's connection dies, every request of the group is refused and none of it is stored", async () => {
     const coalescer = new IngestCoalescer(authPool, [], { concurrency: 1 });
-    const holder = await getRootPool().connect();
-    try {
-      // Hold a visitor of the group itself, so the group's call is the one left waiting.
-      await holder.query("begin");
-      await holder.query(visitorLock(site, "v_group_blocked"));
+    // Hold a visitor of the group itself, so the group's call is the one left waiting.
+    await whileVisitorHeld("v_group_blocked", async (letGo) => {
       const members = [request(site, [event("v_group_a")]), request(site, [event("v_group_blocked")])];
       const lead = request(site, [event("v_lead3")]);
       const leadDone = coalescer.submit(lead);
@@ -253,11 +261,9 @@ describe("requests that queue go to the database together and keep their own out
       await getRootPool().query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and not granted`);
       const refusals = await Promise.all(membersDone);
       expect(refusals.every((r) => r !== "stored")).toBe(true);
-      await holder.query("commit");
+      await letGo();
       expect((await receivedAt(members.map((m) => idOf(m)))).size).toBe(0);
-    } finally {
-      holder.release();
-    }
+    });
   });
 
   test("a group takes at most 32 requests and 200 events; the rest leave in the next group", async () => {
@@ -279,20 +285,15 @@ describe("requests that queue go to the database together and keep their own out
     const lead = request(site, [event("v_lead_queue")]);
     const queued = [request(site, [event("v_queued_1")]), request(site, [event("v_queued_2")])];
     const turnedAway = request(site, [event("v_turned_away")]);
-    const holder = await getRootPool().connect();
-    try {
-      await holder.query("begin");
-      await holder.query(visitorLock(site, "v_lead_queue"));
+    await whileVisitorHeld("v_lead_queue", async (letGo) => {
       const leadDone = coalescer.submit(lead);
       await waitForLockWaiters(1);
       const queuedDone = queued.map((r) => coalescer.submit(r));
       await expect(coalescer.submit(turnedAway)).rejects.toBeInstanceOf(IngestQueueFull);
-      await holder.query("commit");
+      await letGo();
       const outcomes = await Promise.all([leadDone, ...queuedDone]);
       expect(outcomes.every((o) => "result" in o && (o.result as { accepted: number }).accepted === 1)).toBe(true);
-    } finally {
-      holder.release();
-    }
+    });
     const stored = await receivedAt([lead, ...queued, turnedAway].map((r) => idOf(r)));
     expect([lead, ...queued].every((r) => stored.has(idOf(r)))).toBe(true);
     expect(stored.has(idOf(turnedAway))).toBe(false);
@@ -307,10 +308,7 @@ describe("requests that queue go to the database together and keep their own out
     const single = request(site, [event("v_min_single")]);
     const pair = request(site, [event("v_min_pair"), event("v_min_pair", { ts: new Date(Date.now() - 900).toISOString() })]);
     const last = request(site, [event("v_min_last")]);
-    const holder = await getRootPool().connect();
-    try {
-      await holder.query("begin");
-      await holder.query(visitorLock(site, "v_lead_min"));
+    await whileVisitorHeld("v_lead_min", async (letGo) => {
       let leadAnswered = false;
       const leadDone = coalescer.submit(lead).then((outcome) => { leadAnswered = true; return outcome; });
       await waitForLockWaiters(1);
@@ -334,12 +332,10 @@ describe("requests that queue go to the database together and keep their own out
       const lastDone = coalescer.submit(last);
       expect(coalescer.queued).toBe(1);
       expect(leadAnswered).toBe(false);
-      await holder.query("commit");
+      await letGo();
       expect(await leadDone).toMatchObject({ result: { accepted: 1 } });
       expect(await lastDone).toMatchObject({ result: { accepted: 1 } });
-    } finally {
-      holder.release();
-    }
+    });
     const stored = await receivedAt([lead, ...trio, single, pair, last].map((r) => idOf(r)));
     const transactions = [trio.map((r) => stored.get(idOf(r))), [single, pair].map((r) => stored.get(idOf(r)))].map((t) => new Set(t));
     expect(transactions.map((t) => t.size)).toEqual([1, 1]);

@@ -19,7 +19,7 @@ import type pg from "pg";
 import type { Config } from "../config";
 import { logger } from "../logger";
 import { sendError, writeJson } from "./errors";
-import { IngestCoalescer, IngestOutcome } from "./ingest-coalescer";
+import { IngestCoalescer } from "./ingest-coalescer";
 
 export const MAX_BODY_BYTES = 64 * 1024;
 export const MAX_EVENTS = 100;
@@ -139,12 +139,8 @@ export function syncEndpoint(config: Config, authPool: pg.Pool, clientIp: (req: 
   async function sync(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const { site, events } = envelope(await readJsonBody(req));
-      let outcome: IngestOutcome;
-      try {
-        outcome = await coalescer.submit({ site, events, origin: req.headers.origin ?? null, clientIp: clientIp(req) ?? null, userAgent: req.headers["user-agent"] ?? null });
-      } catch (error) {
-        throw refusal(undefined, undefined, (error as Error).message);
-      }
+      // A rejection (queue full, connection lost) reaches sendFailure: a logged 500, nothing stored.
+      const outcome = await coalescer.submit({ site, events, origin: req.headers.origin ?? null, clientIp: clientIp(req) ?? null, userAgent: req.headers["user-agent"] ?? null });
       if ("code" in outcome) throw refusal(outcome.code, outcome.detail, outcome.message);
       corsHeaders(res, req.headers.origin!);
       writeJson(res, 200, outcome.result);
