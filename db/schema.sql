@@ -1463,26 +1463,6 @@ $$;
 COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
 
 --
--- Name: claim_conversion_payloads(uuid, integer, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
---
-
-CREATE FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) RETURNS TABLE(id uuid, kind text, order_id text, click_id text, click_id_type text, conversion_time text, adjustment_time text, value text, currency text, email_sha256 text, phone_sha256 text, ad_user_data text, ad_personalization text, caller_id text, call_start_time text, unmatchable text)
-    LANGUAGE sql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  select p.* from app_private.shape_conversion_payloads(claim_conversion_payloads.site_id, array(
-    select j from app_private.claim_offline_conversion_jobs('google', claim_conversion_payloads."limit", claim_conversion_payloads.site_id,
-                                                            claim_conversion_payloads.worker, claim_conversion_payloads.lease_seconds,
-                                                            claim_conversion_payloads.destination_id) j)) p;
-$$;
-
---
--- Name: FUNCTION claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid); Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) IS 'Claims up to limit due rows of a site for a destination (lease, destination recorded) and returns them as conversion_payloads shapes them.';
-
---
 -- Name: offline_conversion_queue; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -2921,6 +2901,52 @@ $$;
 COMMENT ON FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions) IS 'Role check and row lock for a call action; returns the call and its standing seal or junk.';
 
 --
+-- Name: lock_conversion_batch(uuid, integer, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json) RETURNS record
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
+    SET enable_bitmapscan TO 'off'
+    AS $$
+declare
+  v_rows app_public.offline_conversion_queue[];
+begin
+  if (lock_conversion_batch."limit" between 1 and 2000 and lock_conversion_batch.lease_seconds between 10 and 86400) is not true then
+    raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
+  end if;
+  -- The lease: a session that holds the batch and stops talking is ended, which releases it.
+  perform pg_catalog.set_config('idle_in_transaction_session_timeout', (lock_conversion_batch.lease_seconds * 1000)::text, true);
+  -- The same due rows, in the same order, as claim_offline_conversion_jobs takes.
+  select pg_catalog.array_agg(due.ctid), pg_catalog.array_agg(due.id), pg_catalog.array_agg(due.q)
+    into ctids, ids, v_rows
+    from (select q.ctid, q.id, q from app_public.offline_conversion_queue q
+           where q.site_id = lock_conversion_batch.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()
+             and (q.status = 'pending' or q.locked_until < pg_catalog.now())
+             and q.provider = 'google'
+             -- A retraction waits while its conversion is in flight: Google must see them in order.
+             and (q.kind = 'conversion'
+                  or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                                where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                                  and c.kind = 'conversion'), false) is false)
+           order by q.retry_at, q.created_at, q.id
+           limit lock_conversion_batch."limit"
+             for update of q skip locked) due;
+  ids := coalesce(ids, '{}');
+  ctids := coalesce(ctids, '{}');
+  select coalesce(pg_catalog.json_agg(p), '[]') into payloads
+    from app_private.shape_conversion_payloads(lock_conversion_batch.site_id, coalesce(v_rows, '{}')) p;
+end;
+$$;
+
+--
+-- Name: FUNCTION lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json) IS 'Locks up to "limit" due rows of the site for the calling transaction (the upload loop''s lease; the session ends after lease_seconds idle) and returns them ready to send: their ctids and ids in one order, for record_batch_outcomes, and their payloads.';
+
+--
 -- Name: maintain_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -3448,6 +3474,76 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) IS 'Deletes a visitor''s sessions from the event (since, since_event_id) on and derives them again from the events.';
+
+--
+-- Name: record_batch_outcomes(uuid, uuid, tid[], uuid[], text[], text[], text[], integer[], text[], text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.record_batch_outcomes(site_id uuid, destination_id uuid, ctids tid[], ids uuid[], kinds text[], codes text[], messages text[], retry_after_seconds integer[], request_ids text[], request_id text DEFAULT NULL::text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+declare
+  v_count integer;
+  v_never_delivered uuid[];
+begin
+  if pg_catalog.cardinality(record_batch_outcomes.ids) <> pg_catalog.cardinality(record_batch_outcomes.ctids)
+     or pg_catalog.cardinality(record_batch_outcomes.kinds) <> pg_catalog.cardinality(record_batch_outcomes.ctids) then
+    raise exception using errcode = '22023', message = 'ctids, ids and kinds must be parallel arrays.';
+  end if;
+  with o as (
+    select o.*,
+           -- A conversion not taken whose sale was undone meanwhile becomes a cancellation
+           -- (evaluated only for those rows: AND stops at the kind).
+           o.kind in ('retry', 'released')
+             and exists (select 1 from app_public.offline_conversion_queue c
+                           join app_public.sales s on s.site_id = c.site_id and s.id = c.sale_id
+                          where c.ctid = o.row_ctid and c.kind = 'conversion' and s.status = 'cancelled') as undone
+      from rows from (pg_catalog.unnest(record_batch_outcomes.ctids), pg_catalog.unnest(record_batch_outcomes.ids),
+                      pg_catalog.unnest(record_batch_outcomes.kinds), pg_catalog.unnest(record_batch_outcomes.codes),
+                      pg_catalog.unnest(record_batch_outcomes.messages), pg_catalog.unnest(record_batch_outcomes.retry_after_seconds),
+                      pg_catalog.unnest(record_batch_outcomes.request_ids))
+             as o(row_ctid, id, kind, code, message, retry_after_seconds, request_id)
+  ), applied as (
+    update app_public.offline_conversion_queue q
+       set status = case when o.undone then 'cancelled'
+             when o.kind = 'accepted' then 'accepted' when o.kind = 'sent' then 'sent'
+             when o.kind in ('retry', 'released') then 'pending' else 'failed' end,
+           retry_at = case when o.kind in ('retry', 'released') then pg_catalog.now() + pg_catalog.make_interval(secs => coalesce(o.retry_after_seconds, 300))
+             else q.retry_at end,
+           last_error_code = case when o.undone then 'SALE_UNDONE'
+             when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
+           last_error_message = case when o.undone then 'The sale was undone before Google took the conversion.'
+             when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
+           request_id = case when o.kind in ('accepted', 'sent') then coalesce(o.request_id, record_batch_outcomes.request_id, q.request_id) else q.request_id end,
+           sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
+           accepted_at = case when o.kind = 'accepted' then pg_catalog.now() else q.accepted_at end,
+           -- An upload that was made counts; a batch handed back unsent does not.
+           attempts = case when o.kind = 'released' then q.attempts else q.attempts + 1 end,
+           -- A lease that ran out (another claimer's) ends here too.
+           locked_by = null, locked_until = null,
+           destination_id = coalesce(record_batch_outcomes.destination_id, q.destination_id),
+           updated_at = greatest(pg_catalog.now(), q.updated_at + interval '1 millisecond')
+      from o
+     where q.ctid = o.row_ctid and q.site_id = record_batch_outcomes.site_id and q.id = o.id and q.stage = 'open'
+    returning q.sale_id, q.kind, q.status
+  )
+  select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
+    into v_count, v_never_delivered
+    from applied a;
+  if v_never_delivered is not null then
+    perform app_private.drop_needless_retractions(record_batch_outcomes.site_id, v_never_delivered);
+  end if;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION record_batch_outcomes(site_id uuid, destination_id uuid, ctids tid[], ids uuid[], kinds text[], codes text[], messages text[], retry_after_seconds integer[], request_ids text[], request_id text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.record_batch_outcomes(site_id uuid, destination_id uuid, ctids tid[], ids uuid[], kinds text[], codes text[], messages text[], retry_after_seconds integer[], request_ids text[], request_id text) IS 'Writes the outcome of each row the calling transaction locked with lock_conversion_batch (parallel arrays in its order): sent, accepted, retry, failed or released (handed back unsent). Returns how many rows it wrote.';
 
 --
 -- Name: record_call_event(uuid, jsonb); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8052,12 +8148,6 @@ REVOKE ALL ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uu
 REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
 
 --
--- Name: FUNCTION claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid); Type: ACL; Schema: app_private; Owner: -
---
-
-REVOKE ALL ON FUNCTION app_private.claim_conversion_payloads(site_id uuid, "limit" integer, worker text, lease_seconds integer, destination_id uuid) FROM PUBLIC;
-
---
 -- Name: TABLE offline_conversion_queue; Type: ACL; Schema: app_public; Owner: -
 --
 
@@ -8241,6 +8331,12 @@ GRANT SELECT ON TABLE app_public.calls TO opsmantik_visitor;
 REVOKE ALL ON FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uuid, action text, OUT call app_public.calls, OUT standing app_public.call_actions) FROM PUBLIC;
 
 --
+-- Name: FUNCTION lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json) FROM PUBLIC;
+
+--
 -- Name: FUNCTION maintain_partitions(); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -8319,6 +8415,12 @@ REVOKE ALL ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, v
 --
 
 REVOKE ALL ON FUNCTION app_private.rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_batch_outcomes(site_id uuid, destination_id uuid, ctids tid[], ids uuid[], kinds text[], codes text[], messages text[], retry_after_seconds integer[], request_ids text[], request_id text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.record_batch_outcomes(site_id uuid, destination_id uuid, ctids tid[], ids uuid[], kinds text[], codes text[], messages text[], retry_after_seconds integer[], request_ids text[], request_id text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION record_call_event(site_id uuid, body jsonb); Type: ACL; Schema: app_private; Owner: -

@@ -6,7 +6,7 @@
 import type { Task } from "graphile-worker";
 import pg from "pg";
 import { readConfig } from "../src/config";
-import { deliverSiteConversions } from "../src/delivery/deliver";
+import { CONNECTIONS_PER_DELIVERY, deliverSiteConversions } from "../src/delivery/deliver";
 import { makeRails, Rails } from "../src/delivery/rails";
 import { Vault } from "../src/vault/vault";
 import { WORKER_CONCURRENCY } from "../src/worker/runner";
@@ -14,11 +14,8 @@ import { uuidFields } from "../src/worker/payload";
 
 // One set of gRPC clients and one token cache per process, not per job.
 let shared: { rails: Rails; vault: Vault; owner: pg.Pool } | undefined;
-/**
- * Connections of the uploaders' own pool: a delivery keeps a claim and a record in flight while
- * it uploads (src/delivery/deliver.ts), for each job the worker runs at once.
- */
-const OWNER_POOL_SIZE = 2 * WORKER_CONCURRENCY;
+/** Connections of the uploaders' own pool: what one delivery holds at once, for each job the worker runs at once. */
+const OWNER_POOL_SIZE = CONNECTIONS_PER_DELIVERY * WORKER_CONCURRENCY;
 function sharedState(): NonNullable<typeof shared> {
   if (!shared) {
     const config = readConfig();
@@ -34,7 +31,7 @@ const uploadConversions: Task = async (payload, helpers) => {
   const { site_id: siteId } = uuidFields("upload_conversions", payload, ["site_id"]);
   if (((payload as { provider?: unknown }).provider ?? "google") !== "google") throw new Error("upload_conversions: provider must be \"google\"");
   const { rails, vault, owner } = sharedState();
-  const summary = await deliverSiteConversions({ owner, vault, rails, worker: `worker:${process.pid}:job:${helpers.job.id}` }, siteId);
+  const summary = await deliverSiteConversions({ owner, vault, rails }, siteId);
   if (summary.claimed > 0 || summary.skipped) helpers.logger.info(`site ${siteId}: ${JSON.stringify(summary)}`);
 };
 

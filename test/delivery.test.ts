@@ -172,8 +172,8 @@ async function destinationOf(site: TestSite): Promise<{ status: string; status_r
   return row;
 }
 
-function deliver(site: TestSite, worker = unique("test-worker")): Promise<DeliverySummary> {
-  return deliverSiteConversions({ owner, vault, rails, worker }, site.id);
+function deliver(site: TestSite): Promise<DeliverySummary> {
+  return deliverSiteConversions({ owner, vault, rails }, site.id);
 }
 
 /** Every ClickConversion the Google Ads fake was sent, in order. */
@@ -325,7 +325,7 @@ describe("Google Ads API rail", () => {
     const site = await createDeliverySite("google_ads");
     const orders: string[] = [];
     for (let i = 0; i < 5; i++) orders.push(await confirmSale(site.id));
-    const summary = await deliverSiteConversions({ owner, vault, rails, worker: unique("small-batches"), batchSize: 2 }, site.id);
+    const summary = await deliverSiteConversions({ owner, vault, rails, batchSize: 2 }, site.id);
     expect(summary).toMatchObject({ claimed: 5, accepted: 5 });
     expect(ads.requests.map((r) => r.request.conversions.length)).toEqual([2, 2, 1]);
     expect(clickConversions().map((c) => c.order_id).sort()).toEqual([...orders].sort());
@@ -475,7 +475,7 @@ describe("Google Ads API rail", () => {
     expect(ads.requests).toHaveLength(1);
 
     await root().query("update app_public.offline_conversion_queue set locked_until = now() - interval '1 second' where site_id = $1", [site.id]);
-    expect(await deliver(site, "successor")).toMatchObject({ claimed: 3, accepted: 3, retry: 0, failed: 0 });
+    expect(await deliver(site)).toMatchObject({ claimed: 3, accepted: 3, retry: 0, failed: 0 });
 
     expect(ads.requests).toHaveLength(2);
     const [firstSend, resend] = ads.requests.map((r) => r.request.conversions.map((c: ProtoObject) => c.order_id).sort());
@@ -500,6 +500,66 @@ describe("Google Ads API rail", () => {
       "select app_private.release_claimed_conversions($1, 'dead-worker', 'LATE', 'late', 0) as released", [site.id]);
     expect(released).toBe(0);
     expect(await queueRows(site.id)).toEqual(snapshot);
+  });
+
+  /** Waits until the Google Ads fake has received `count` requests (it answers them after its latency). */
+  async function untilAdsReceived(count: number): Promise<void> {
+    for (let tries = 0; ads.requests.length < count; tries++) {
+      if (tries > 500) throw new Error(`the fake received ${ads.requests.length} requests, not ${count}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  test("a batch in flight is held by its transaction: others read it pending and cannot take it, and it is written once, when Google has answered", async () => {
+    const site = await createDeliverySite("google_ads");
+    const orders = [await confirmSale(site.id), await confirmSale(site.id)];
+    ads.behave({ latencyMs: 400 });
+    const delivery = deliver(site);
+    await untilAdsReceived(1);
+
+    // On its way to Google: nothing about the rows has changed for anyone else, and no other claimer gets them.
+    for (const row of await queueRows(site.id)) expect(row).toMatchObject({ status: "pending", attempts: 0, locked_by: null, sent_at: null });
+    const { rows: taken } = await root().query("select id from app_private.claim_offline_conversion_jobs('google', 2000, $1, 'other-worker', 60)", [site.id]);
+    expect(taken).toEqual([]);
+    const { rows: [held] } = await root().query(
+      "select count(*)::int as n from pg_stat_activity where state = 'idle in transaction' and query like '%lock_conversion_batch%'");
+    expect(held.n).toBe(1);
+
+    expect(await delivery).toMatchObject({ claimed: 2, accepted: 2 });
+    expect(clickConversions().map((c) => c.order_id).sort()).toEqual([...orders].sort());
+    for (const row of await queueRows(site.id)) expect(row).toMatchObject({ status: "accepted", attempts: 1, locked_by: null, locked_until: null });
+  });
+
+  test("the uploader's connection dies while its batch is at Google: the rows are due again at once, untouched, and the re-send carries the same order ids", async () => {
+    const site = await createDeliverySite("google_ads");
+    const orders = [await confirmSale(site.id), await confirmSale(site.id)];
+    // Google keeps each order id once: a second upload of one is ORDER_ID_ALREADY_IN_USE.
+    const atGoogle = new Map<string, number>();
+    ads.behave({
+      latencyMs: 300,
+      rowError: (row) => {
+        atGoogle.set(row.order_id, (atGoogle.get(row.order_id) ?? 0) + 1);
+        return atGoogle.get(row.order_id)! > 1 ? { category: "conversion_upload_error", code: "ORDER_ID_ALREADY_IN_USE" } : undefined;
+      },
+    });
+    const doomed = deliver(site);
+    await untilAdsReceived(1);
+    const { rows: [{ terminated }] } = await root().query(
+      `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity
+        where state = 'idle in transaction' and query like '%lock_conversion_batch%'`);
+    expect(terminated).toBe(1);
+    await expect(doomed).rejects.toThrow();
+
+    // Google took the upload, but nothing of it was recorded: the rows are as they were, due now.
+    for (const row of await queueRows(site.id)) expect(row).toMatchObject({ status: "pending", attempts: 0, sent_at: null, request_id: null });
+    ads.behave({ rowError: (row) => (atGoogle.get(row.order_id) ? { category: "conversion_upload_error", code: "ORDER_ID_ALREADY_IN_USE" } : undefined) });
+    expect(await deliver(site)).toMatchObject({ claimed: 2, accepted: 2, retry: 0, failed: 0 });
+    const [firstSend, resend] = ads.requests.map((r) => r.request.conversions.map((c: ProtoObject) => c.order_id).sort());
+    expect(firstSend).toEqual([...orders].sort());
+    expect(resend).toEqual(firstSend);
+    for (const row of await queueRows(site.id)) {
+      expect(row).toMatchObject({ status: "accepted", last_error_code: "ORDER_ID_ALREADY_IN_USE", attempts: 1 });
+    }
   });
 
   test("a worker that died before sending: the successor sends the conversions once, with the same order ids", async () => {

@@ -1,10 +1,10 @@
 /*
- * Delivers one site's due conversions to its destination: claim a batch (lease), send it on
- * the destination's rail, record one outcome per row, repeat until nothing is due. Everything
- * that must survive a crash is in the queue rows; a worker that dies mid-batch loses only its
- * lease, and the re-send carries the same order ids, so Google counts each conversion once.
+ * Delivers one site's due conversions to its destination: lock a batch in a transaction, send
+ * it on the destination's rail, write one outcome per row and commit, repeat until nothing is
+ * due. Each conversion is written once, when its outcome is known. A worker that dies mid-batch
+ * leaves its rows as they were (its transaction rolls back with its connection), and the
+ * re-send carries the same order ids, so Google counts each conversion once.
  */
-import { hostname } from "node:os";
 import type pg from "pg";
 import { DataManagerRail } from "../google/datamanager";
 import type { BatchOutcome, Conversion, Destination, Rail, RailClient, Retraction, RowOutcome } from "../google/types";
@@ -13,7 +13,10 @@ import type { Vault } from "../vault/vault";
 import type { Rails } from "./rails";
 
 export const BATCH_SIZE = 2000;
+/** How long a batch may sit in its transaction with nothing said (an upload that hangs): then the session ends and the rows are due again. */
 const LEASE_SECONDS = 300;
+/** Connections one delivery holds at once: a batch being locked, one on its way to Google, one being recorded. */
+export const CONNECTIONS_PER_DELIVERY = 3;
 /** How often a conversion Google cannot match yet is looked at again (SQL decides when it gives up). */
 const AWAIT_CLICK_ID_SECONDS = 6 * 3600;
 
@@ -21,8 +24,6 @@ export interface DeliveryDeps {
   owner: pg.Pool;
   vault: Vault;
   rails: Rails;
-  /** Identifies this uploader in locked_by; unique per process and job. */
-  worker?: string;
   batchSize?: number;
 }
 
@@ -54,6 +55,17 @@ interface PayloadRow {
   call_start_time: string | null;
   /** Set when Google could not match the row: it waits for a click id, or has waited long enough. */
   unmatchable: "AWAITING_CLICK_ID" | "NO_IDENTIFIER" | null;
+}
+
+/** A batch locked by its own open transaction on `client`, with its rows' ctids and ids in lock order. */
+interface HeldBatch {
+  siteId: string;
+  ctids: string;
+  ids: string[];
+  payloads: PayloadRow[];
+  /** Ends the transaction and gives the connection back (a connection that failed to end it is closed). */
+  end(how: "commit" | "rollback"): Promise<void>;
+  client: pg.PoolClient;
 }
 
 interface Outcome {
@@ -94,7 +106,6 @@ function outcomesOf(rail: Rail, ids: string[], batch: BatchOutcome): Outcome[] {
 
 export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string): Promise<DeliverySummary> {
   const { owner } = deps;
-  const worker = deps.worker ?? `${hostname()}:${process.pid}:${Date.now().toString(36)}`;
   const summary: DeliverySummary = { claimed: 0, accepted: 0, sent: 0, retry: 0, failed: 0 };
 
   // A click id learned since the sale reaches the conversions about to be claimed (one waiting
@@ -121,40 +132,37 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
 
   const batchSize = deps.batchSize ?? BATCH_SIZE;
-  // One statement claims a batch (lease, destination) and returns it ready to send, as one JSON
-  // array: a single JSON.parse costs the event loop a fraction of decoding 2,000 rows field by field.
-  const claim = () => observed(owner.query<{ payloads: PayloadRow[] }>(
-    "select coalesce(json_agg(p), '[]') as payloads from app_private.claim_conversion_payloads($1, $2, $3, $4, $5) p",
-    [siteId, batchSize, worker, LEASE_SECONDS, row.id]).then((result) => result.rows[0].payloads));
-  const record = (outcomes: Outcome[], requestId: string | undefined) => observed(owner.query(
-    "select app_private.record_upload_outcomes($1, $2, $3::jsonb, $4)",
-    [siteId, worker, JSON.stringify(outcomes), requestId ?? null]).then(() => undefined));
+  const hold = () => observed(holdBatch(owner, siteId, batchSize));
 
   /*
    * Pipelined, because per batch the database and Google each take about as long as the other:
-   * while batch N is on its way to Google, batch N+1 is claimed (when N was full, so more may be
-   * due) and batch N-1's outcomes are recorded, each on its own connection. Uploads stay one at
-   * a time and in claim order, and at most one claim and one record are in flight, so batches
-   * are the same consecutive runs of due rows as without the pipeline (two claims at once would
-   * share the due rows between them, SKIP LOCKED, in no fixed way). Nothing about exactly-once
-   * changes: a row claimed ahead is leased to this worker like any other, just a little earlier;
-   * outcomes are recorded only for the rows of their own batch and only while this worker holds
-   * their lease; and a batch claimed ahead of a refusal (reauth) is released with the rest, or,
-   * after an error, keeps its lease until it expires, like the batch in hand.
+   * while batch N is on its way to Google, batch N+1 is locked (when N was full, so more may be
+   * due) and batch N-1's outcomes are written and committed, each in its own transaction. Uploads
+   * stay one at a time and in lock order, and at most one lock and one record are in flight, so
+   * batches are the same consecutive runs of due rows as without the pipeline (two locks at once
+   * would share the due rows between them, SKIP LOCKED, in no fixed way). A batch locked ahead
+   * of a refusal (reauth) is handed back with the rest; after an error every batch still held is
+   * rolled back, untouched and due again.
    */
-  let claiming: Promise<PayloadRow[]> | undefined = claim();
+  let holding: Promise<HeldBatch> | undefined = hold();
   let recording: Promise<void> | undefined;
+  let inHand: HeldBatch | undefined;
   let reauth: string | undefined;
   try {
-    while (claiming) {
-      const payloads: PayloadRow[] = await claiming;
-      claiming = payloads.length === batchSize ? claim() : undefined;
-      if (payloads.length === 0) break;
-      summary.claimed += payloads.length;
+    while (holding) {
+      inHand = await holding;
+      holding = inHand.ids.length === batchSize ? hold() : undefined;
+      if (inHand.ids.length === 0) {
+        await inHand.end("commit");
+        inHand = undefined;
+        break;
+      }
+      summary.claimed += inHand.ids.length;
 
-      const sent = await sendBatch(rail, destination, payloads);
+      const sent = await sendBatch(rail, destination, inHand.payloads);
       await recording; // one record in flight at a time (and its error surfaces here)
-      recording = record(sent.outcomes, sent.requestId);
+      recording = observed(recordBatch(inHand, row.id, sent));
+      inHand = undefined;
       for (const outcome of sent.outcomes) summary[outcome.kind]++;
       if (sent.reauth) {
         reauth = sent.reauth;
@@ -162,18 +170,17 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
       }
     }
     await recording;
-    // A batch claimed ahead of a refused one is released below with the rest, so its claim must have landed first.
-    await claiming;
+    // A batch locked ahead of a refused one goes back unsent, with the refusal's code.
+    const ahead = await holding;
+    if (ahead) await recordBatch(ahead, row.id, { outcomes: [], reauth });
   } catch (error) {
-    // Let nothing run on after we return.
-    await Promise.allSettled([claiming, recording]);
+    // Let nothing run on after we return: batches still held are rolled back, untouched.
+    await Promise.allSettled([recording, inHand?.end("rollback"), holding?.then((held) => held.end("rollback"))]);
     throw error;
   }
   if (reauth) {
     // Google refused the credentials: nothing more can go until a person sets them again.
     await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
-    await owner.query("select app_private.release_claimed_conversions($1, $2, $3, $4, 0)",
-      [siteId, worker, reauth, "The destination needs new credentials; the conversion waits for them."]);
     return { ...summary, skipped: "needs_reauth" };
   }
 
@@ -221,6 +228,68 @@ async function sendBatch(rail: RailClient, destination: Destination, payloads: P
     outcomes.push(...outcomesOf(destination.rail, rows.map((p) => p.id), batch));
   }
   return { outcomes, requestId, reauth };
+}
+
+/** Opens a transaction and locks the site's next due rows in it (app_private.lock_conversion_batch). */
+async function holdBatch(owner: pg.Pool, siteId: string, limit: number): Promise<HeldBatch> {
+  const client = await owner.connect();
+  // The connection can be lost while the batch waits on Google (the lease ran out, or the server
+  // went): a checked-out client reports that as an event, which must not bring the process down.
+  // The next statement on it then fails, and the batch is rolled back by the server.
+  const lost = (): void => undefined;
+  client.on("error", lost);
+  let ended = false;
+  const end = async (how: "commit" | "rollback") => {
+    if (ended) return;
+    ended = true;
+    try {
+      await client.query(how);
+    } catch (error) {
+      client.off("error", lost);
+      client.release(error as Error);
+      throw error;
+    }
+    client.off("error", lost);
+    client.release();
+  };
+  try {
+    await client.query("begin");
+    const { rows: [locked] } = await client.query<{ ctids: string; ids: string[]; payloads: PayloadRow[] }>(
+      "select ctids, ids, payloads from app_private.lock_conversion_batch($1, $2, $3)", [siteId, limit, LEASE_SECONDS]);
+    return { ...locked, siteId, client, end };
+  } catch (error) {
+    await end("rollback").catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Writes a held batch's outcomes and commits. Rows without an outcome (not sent: the
+ * credentials were refused first) go back due with the refusal's code, their attempt uncounted.
+ */
+async function recordBatch(batch: HeldBatch, destinationId: string,
+    { outcomes, requestId, reauth }: { outcomes: Outcome[]; requestId?: string; reauth?: string }): Promise<void> {
+  const byId = new Map(outcomes.map((outcome) => [outcome.id, outcome]));
+  const n = batch.ids.length;
+  const kinds = new Array<string>(n), codes = new Array<string | null>(n), messages = new Array<string | null>(n);
+  const retryAfter = new Array<number | null>(n), requestIds = new Array<string | null>(n);
+  batch.ids.forEach((id, index) => {
+    const outcome = byId.get(id);
+    kinds[index] = outcome?.kind ?? "released";
+    codes[index] = outcome ? outcome.code ?? null : reauth ?? "NOT_SENT";
+    messages[index] = outcome ? outcome.message ?? null : "The destination needs new credentials; the conversion waits for them.";
+    retryAfter[index] = outcome ? outcome.retry_after_seconds ?? null : 0;
+    requestIds[index] = outcome?.request_id ?? null;
+  });
+  try {
+    await batch.client.query(
+      "select app_private.record_batch_outcomes($1, $2, $3::tid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::integer[], $9::text[], $10)",
+      [batch.siteId, destinationId, batch.ctids, batch.ids, kinds, codes, messages, retryAfter, requestIds, requestId ?? null]);
+  } catch (error) {
+    await batch.end("rollback").catch(() => undefined);
+    throw error;
+  }
+  await batch.end("commit");
 }
 
 /** The promise, with its rejection marked as handled now: it is awaited later, perhaps after other awaits. */

@@ -30,7 +30,7 @@ import { createHash, randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type pg from "pg";
-import type { DeliverySummary } from "../../src/delivery/deliver";
+import { CONNECTIONS_PER_DELIVERY, type DeliverySummary } from "../../src/delivery/deliver";
 import type { Rails } from "../../src/delivery/rails";
 import type { Conversion, Destination, GoogleSettings, Rail, RailClient } from "../../src/google/types";
 import { WORKER_CONCURRENCY } from "../../src/worker/runner";
@@ -269,8 +269,9 @@ async function startFakesChild(): Promise<Fakes> {
 const SQL_BUCKETS: [string, RegExp][] = [
   ["claim", /claim_offline_conversion_jobs/],
   ["set_destination", /set destination_id/],
-  ["payloads", /conversion_payloads/],
-  ["record_outcomes", /record_upload_outcomes/],
+  ["payloads", /conversion_payloads|lock_conversion_batch/],
+  ["record_outcomes", /record_upload_outcomes|record_batch_outcomes/],
+  ["commit", /^commit$/],
   ["refresh_attribution", /refresh_conversion_attribution/],
   ["reschedule", /enqueue_upload/],
 ];
@@ -291,10 +292,14 @@ class Timings {
   }
 }
 
-/** Times every query of the pool by what it is (the statement's text), without changing what it does. */
-function timePool(pool: pg.Pool, timings: Timings): void {
-  const query = pool.query.bind(pool) as (text: string, values?: unknown[]) => Promise<pg.QueryResult>;
-  (pool as unknown as { query: (text: string, values?: unknown[]) => Promise<pg.QueryResult> }).query = async (text, values) => {
+type Query = (text: string, values?: unknown[], callback?: unknown) => Promise<pg.QueryResult>;
+
+/** Times every query of a pool or client by what it is (the statement's text), without changing what it does. */
+function timeQueries(queryable: pg.Pool | pg.PoolClient, timings: Timings): void {
+  const query = queryable.query.bind(queryable) as Query;
+  (queryable as unknown as { query: Query }).query = async (text, values, callback) => {
+    // The pool's own use of a client (pool.query, with a callback) is timed by the pool's wrapper.
+    if (callback !== undefined) return query(text, values, callback);
     const began = performance.now();
     try {
       return await query(text, values);
@@ -303,6 +308,12 @@ function timePool(pool: pg.Pool, timings: Timings): void {
       timings.add(bucket, performance.now() - began);
     }
   };
+}
+
+/** Times the pool's own queries and those of every connection it hands out (a delivery's batch transactions). */
+function timePool(pool: pg.Pool, timings: Timings): void {
+  timeQueries(pool, timings);
+  pool.on("connect", (client) => timeQueries(client, timings));
 }
 
 /** Times a rail client's uploadConversions (on the instance makeRails hands out, so deliverSiteConversions' calls count too). */
@@ -534,7 +545,7 @@ async function runRound(bench: Bench, rail: Rail, label: string, conversions: nu
   await eachConcurrently(sites, bench.concurrency, async (site, index) => {
     const siteBegan = performance.now();
     const summary = await bench.deliver(
-      { owner: bench.owner, vault: bench.vault, rails: bench.rails, worker: `bench-oci:${process.pid}:${label}:${index + 1}` }, site.id);
+      { owner: bench.owner, vault: bench.vault, rails: bench.rails }, site.id);
     for (const key of ["claimed", "accepted", "sent", "retry", "failed"] as const) total[key] += summary[key];
     if (summary.skipped) skipped.push(summary.skipped);
     log(`    site ${index + 1}/${sites.length}: ${fmt(summary.claimed)} claimed, ${fmt(summary.accepted)} accepted, ${fmt(summary.sent)} sent, ` +
@@ -633,7 +644,7 @@ export async function main(args: string[]): Promise<number> {
   rootUrl.pathname = `/${config.databaseName}`;
   const root = new pgModule.Client({ connectionString: rootUrl.toString() });
   await root.connect();
-  const owner = new pgModule.Pool({ connectionString: config.databaseUrl, max: concurrency + 2 });
+  const owner = new pgModule.Pool({ connectionString: config.databaseUrl, max: CONNECTIONS_PER_DELIVERY * concurrency + 2 });
   const seedPool = new pgModule.Pool({ connectionString: rootUrl.toString(), max: SEED_CONNECTIONS });
   let fakes: Fakes | undefined;
   let rails: Rails | undefined;
