@@ -179,6 +179,13 @@ function deliver(site: TestSite): Promise<DeliverySummary> {
 /** Every ClickConversion the Google Ads fake was sent, in order. */
 const clickConversions = (): ProtoObject[] =>
   ads.requests.filter((r) => r.method === "UploadClickConversions").flatMap((r) => r.request.conversions ?? []);
+/** Waits until the Google Ads fake has received `count` requests (it answers them after its latency). */
+async function untilAdsReceived(count: number): Promise<void> {
+  for (let tries = 0; ads.requests.length < count; tries++) {
+    if (tries > 500) throw new Error(`the fake received ${ads.requests.length} requests, not ${count}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 /** Every event the Data Manager fake received in a request it accepted. */
 const acceptedEvents = (): FakeEvent[] => dm.accepted.flatMap((r) => r.events ?? []);
 
@@ -501,14 +508,6 @@ describe("Google Ads API rail", () => {
     expect(released).toBe(0);
     expect(await queueRows(site.id)).toEqual(snapshot);
   });
-
-  /** Waits until the Google Ads fake has received `count` requests (it answers them after its latency). */
-  async function untilAdsReceived(count: number): Promise<void> {
-    for (let tries = 0; ads.requests.length < count; tries++) {
-      if (tries > 500) throw new Error(`the fake received ${ads.requests.length} requests, not ${count}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
 
   test("a batch in flight is held by its transaction: others read it pending and cannot take it, and it is written once, when Google has answered", async () => {
     const site = await createDeliverySite("google_ads");
@@ -937,6 +936,28 @@ describe("consent, retractions and rows without identifiers", () => {
         "select id from app_private.claim_offline_conversion_jobs('google', 2000, $1, $2, 300)", [site.id, worker]);
       return rows;
     }
+
+    test("undone while the upload loop's own batch is at Google: the undo waits for the outcome, then retracts what Google took", async () => {
+      const site = await createDeliverySite("google_ads");
+      const { callId, orderId } = await sealedCall(site, "Cj0KCQ-held");
+      ads.behave({ latencyMs: 300 });
+      const delivery = deliver(site);
+      await untilAdsReceived(1);
+
+      let undone = false;
+      const undo = root().query("select app_public.undo_call_action($1, $2)", [site.id, callId]).then(() => { undone = true; });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(undone).toBe(false); // waiting for the batch's transaction
+      expect(await delivery).toMatchObject({ claimed: 1, accepted: 1 });
+      await undo;
+
+      expect(await rowOf(site.id, orderId)).toMatchObject({ status: "accepted" });
+      expect(await rowOf(site.id, orderId, "retraction")).toMatchObject({ status: "pending" });
+      ads.behave({});
+      expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
+      expect(ads.requests.map((r) => r.method)).toEqual(["UploadClickConversions", "UploadConversionAdjustments"]);
+      expect(await rowOf(site.id, orderId, "retraction")).toMatchObject({ status: "accepted" });
+    });
 
     // Fails today: withdraw_conversion queues a retraction for a conversion still 'processing', and
     // claim_offline_conversion_jobs hands it out at once; Google does not have the order yet
