@@ -1604,7 +1604,7 @@ COMMENT ON COLUMN app_public.offline_conversion_queue.ad_personalization IS 'Con
 -- Name: COLUMN offline_conversion_queue.attempts; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.offline_conversion_queue.attempts IS 'How many times an uploader claimed it.';
+COMMENT ON COLUMN app_public.offline_conversion_queue.attempts IS 'How many times it went to Google with its outcome recorded, or an uploader took a lease on it; a batch handed back unsent does not count.';
 
 --
 -- Name: COLUMN offline_conversion_queue.retry_at; Type: COMMENT; Schema: app_public; Owner: -
