@@ -270,14 +270,17 @@ async function holdBatch(owner: pg.Pool, siteId: string, limit: number): Promise
 async function recordBatch(batch: HeldBatch, destinationId: string,
     { outcomes, requestId, reauth }: { outcomes: Outcome[]; requestId?: string; reauth?: string }): Promise<void> {
   const byId = new Map(outcomes.map((outcome) => [outcome.id, outcome]));
+  const unsent = reauth
+    ? { code: reauth, message: "The destination needs new credentials; the conversion waits for them." }
+    : { code: "NOT_SENT", message: "The upload stopped before this conversion was sent." };
   const n = batch.ids.length;
   const kinds = new Array<string>(n), codes = new Array<string | null>(n), messages = new Array<string | null>(n);
   const retryAfter = new Array<number | null>(n), requestIds = new Array<string | null>(n);
   batch.ids.forEach((id, index) => {
     const outcome = byId.get(id);
     kinds[index] = outcome?.kind ?? "released";
-    codes[index] = outcome ? outcome.code ?? null : reauth ?? "NOT_SENT";
-    messages[index] = outcome ? outcome.message ?? null : "The destination needs new credentials; the conversion waits for them.";
+    codes[index] = outcome ? outcome.code ?? null : unsent.code;
+    messages[index] = outcome ? outcome.message ?? null : unsent.message;
     retryAfter[index] = outcome ? outcome.retry_after_seconds ?? null : 0;
     requestIds[index] = outcome?.request_id ?? null;
   });
