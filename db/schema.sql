@@ -1697,19 +1697,9 @@ begin
     raise exception using errcode = '22023', message = 'limit must be 1 to 2000 and lease_seconds 10 to 86400.';
   end if;
   if claim_offline_conversion_jobs.site_id is not null then
-    v_rows := array(
-      select q.ctid from app_public.offline_conversion_queue q
-       where q.site_id = claim_offline_conversion_jobs.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()
-         and (q.status = 'pending' or q.locked_until < pg_catalog.now())
-         and q.provider = claim_offline_conversion_jobs.provider
-         -- A retraction waits while its conversion is in flight: Google must see them in order.
-         and (q.kind = 'conversion'
-              or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
-                            where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                              and c.kind = 'conversion'), false) is false)
-       order by q.retry_at, q.created_at, q.id
-       limit claim_offline_conversion_jobs."limit"
-         for update skip locked);
+    v_rows := array(select d.row_ctid from app_private.lock_due_conversions(claim_offline_conversion_jobs.site_id,
+                                                                            claim_offline_conversion_jobs.provider,
+                                                                            claim_offline_conversion_jobs."limit") d);
   else
     -- Every site at once (not the upload loop's way): the same rule, without the per-site index order.
     v_rows := array(
@@ -2908,7 +2898,6 @@ CREATE FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer,
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET jit TO 'off'
-    SET enable_bitmapscan TO 'off'
     AS $$
 declare
   v_rows app_public.offline_conversion_queue[];
@@ -2918,25 +2907,12 @@ begin
   end if;
   -- The lease: a session that holds the batch and stops talking is ended, which releases it.
   perform pg_catalog.set_config('idle_in_transaction_session_timeout', (lock_conversion_batch.lease_seconds * 1000)::text, true);
-  -- The same due rows, in the same order, as claim_offline_conversion_jobs takes.
-  select pg_catalog.array_agg(due.ctid), pg_catalog.array_agg(due.id), pg_catalog.array_agg(due.q)
+  select coalesce(pg_catalog.array_agg(d.row_ctid), '{}'), coalesce(pg_catalog.array_agg((d.queued).id), '{}'),
+         coalesce(pg_catalog.array_agg(d.queued), '{}')
     into ctids, ids, v_rows
-    from (select q.ctid, q.id, q from app_public.offline_conversion_queue q
-           where q.site_id = lock_conversion_batch.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()
-             and (q.status = 'pending' or q.locked_until < pg_catalog.now())
-             and q.provider = 'google'
-             -- A retraction waits while its conversion is in flight: Google must see them in order.
-             and (q.kind = 'conversion'
-                  or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
-                                where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
-                                  and c.kind = 'conversion'), false) is false)
-           order by q.retry_at, q.created_at, q.id
-           limit lock_conversion_batch."limit"
-             for update of q skip locked) due;
-  ids := coalesce(ids, '{}');
-  ctids := coalesce(ctids, '{}');
+    from app_private.lock_due_conversions(lock_conversion_batch.site_id, 'google', lock_conversion_batch."limit") d;
   select coalesce(pg_catalog.json_agg(p), '[]') into payloads
-    from app_private.shape_conversion_payloads(lock_conversion_batch.site_id, coalesce(v_rows, '{}')) p;
+    from app_private.shape_conversion_payloads(lock_conversion_batch.site_id, v_rows) p;
 end;
 $$;
 
@@ -2945,6 +2921,36 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json) IS 'Locks up to "limit" due rows of the site for the calling transaction (the upload loop''s lease; the session ends after lease_seconds idle) and returns them ready to send: their ctids and ids in one order, for record_batch_outcomes, and their payloads.';
+
+--
+-- Name: lock_due_conversions(uuid, text, integer); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lock_due_conversions(site_id uuid, provider text, "limit" integer) RETURNS TABLE(row_ctid tid, queued app_public.offline_conversion_queue)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET jit TO 'off'
+    SET enable_bitmapscan TO 'off'
+    AS $$
+  select q.ctid, q from app_public.offline_conversion_queue q
+   where q.site_id = lock_due_conversions.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()
+     and (q.status = 'pending' or q.locked_until < pg_catalog.now())
+     and q.provider = lock_due_conversions.provider
+     -- A retraction waits while its conversion is in flight: Google must see them in order.
+     and (q.kind = 'conversion'
+          or coalesce((select c.status in ('pending', 'processing') from app_public.offline_conversion_queue c
+                        where c.site_id = q.site_id and c.sale_id = q.sale_id and c.provider = q.provider
+                          and c.kind = 'conversion'), false) is false)
+   order by q.retry_at, q.created_at, q.id
+   limit lock_due_conversions."limit"
+     for update of q skip locked;
+$$;
+
+--
+-- Name: FUNCTION lock_due_conversions(site_id uuid, provider text, "limit" integer); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lock_due_conversions(site_id uuid, provider text, "limit" integer) IS 'Locks up to "limit" of the site''s rows an uploader may take next (due, not leased, a retraction only once its conversion is out of flight), oldest first, for the calling transaction; returns their ctids and the rows as locked.';
 
 --
 -- Name: maintain_partitions(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8320,6 +8326,12 @@ REVOKE ALL ON FUNCTION app_private.lock_call_for_action(site_id uuid, call_id uu
 --
 
 REVOKE ALL ON FUNCTION app_private.lock_conversion_batch(site_id uuid, "limit" integer, lease_seconds integer, OUT ctids tid[], OUT ids uuid[], OUT payloads json) FROM PUBLIC;
+
+--
+-- Name: FUNCTION lock_due_conversions(site_id uuid, provider text, "limit" integer); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lock_due_conversions(site_id uuid, provider text, "limit" integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION maintain_partitions(); Type: ACL; Schema: app_private; Owner: -
