@@ -4940,7 +4940,8 @@ CREATE FUNCTION app_private.unsettled_requests(site_id uuid) RETURNS SETOF text
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select distinct q.request_id from app_public.offline_conversion_queue q
-   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and q.request_id is not null and q.last_error_code is null
+   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and q.request_id is not null and q.request_id <> 'csv'
+     and q.last_error_code is null
      and q.sent_at < pg_catalog.now() - interval '5 minutes' and q.sent_at > pg_catalog.now() - interval '2 days'
    limit 50;
 $$;

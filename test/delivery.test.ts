@@ -657,6 +657,22 @@ describe("Data Manager API rail", () => {
     expect(dm.accepted).toHaveLength(1);
   });
 
+  test("conversions a scheduled CSV export took before the site moved to Data Manager are never asked about; the rail's own request settles", async () => {
+    const site = await createDeliverySite("datamanager");
+    const exported = await confirmSale(site.id);
+    // Google's scheduled import took this one as a CSV line: sent, request id 'csv', nothing to ask about.
+    await root().query("update app_public.offline_conversion_queue set status = 'sent', request_id = 'csv', sent_at = now() - interval '10 minutes' where site_id = $1", [site.id]);
+    const order = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ claimed: 1, sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1 and request_id <> 'csv'", [site.id]);
+
+    const { rows: asked } = await owner.query<{ request_id: string }>("select app_private.unsettled_requests($1) as request_id", [site.id]);
+    expect(asked.map((r) => r.request_id)).toEqual([(await rowOf(site.id, order)).request_id]);
+    await deliver(site);
+    expect((await rowOf(site.id, order)).status).toBe("accepted");
+    expect(await rowOf(site.id, exported)).toMatchObject({ status: "sent", request_id: "csv" });
+  });
+
   test("a batch with one row Google refuses: that row fails with Google's reason, the others are sent and later accepted", async () => {
     const site = await createDeliverySite("datamanager");
     const orders: string[] = [];
