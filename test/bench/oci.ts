@@ -44,7 +44,7 @@ const LOGIN_CUSTOMER_ID = "111-222-3333";
 const CONVERSION_ACTION = "987654321";
 const TIMEZONE = "Europe/Istanbul";
 const CURRENCY = "TRY";
-/** What deliverSiteConversions claims per batch (its BATCH_SIZE) and what the baseline sends per call. */
+/** What deliverSiteConversions locks per batch (its BATCH_SIZE) and what the baseline sends per call. */
 const BATCH = 2000;
 /** Sales confirmed per seeding statement (each its own transaction). */
 const SEED_CHUNK = 1000;
@@ -267,9 +267,7 @@ async function startFakesChild(): Promise<Fakes> {
 /* ------------------------------------------------------------------ where the time goes */
 
 const SQL_BUCKETS: [string, RegExp][] = [
-  ["claim", /claim_offline_conversion_jobs/],
-  ["set_destination", /set destination_id/],
-  ["payloads", /conversion_payloads|lock_conversion_batch/],
+  ["payloads", /lock_conversion_batch|conversion_payloads/],
   ["record_outcomes", /record_upload_outcomes|record_batch_outcomes/],
   ["commit", /^commit$/],
   ["refresh_attribution", /refresh_conversion_attribution/],
@@ -367,7 +365,7 @@ interface Round {
   conversions: number;
   sites: number;
   seed: { seconds: number; rows_per_s: number; vacuum_analyze_checkpoint_s: number; prebuild_s: number };
-  ours: Side & { summary: Omit<DeliverySummary, "destination" | "skipped">; skipped: string[]; claims: number };
+  ours: Side & { summary: Omit<DeliverySummary, "destination" | "skipped">; skipped: string[]; locks: number };
   baseline: Side & { outcomes: Record<string, number> };
   checks: {
     queue_by_status: Record<string, number>;
@@ -553,7 +551,8 @@ async function runRound(bench: Bench, rail: Rail, label: string, conversions: nu
       (summary.skipped ? ` (skipped: ${summary.skipped})` : ""));
   });
   const oursSide = side((performance.now() - began) / 1000, conversions, timings, bench.concurrency);
-  const claims = timings.calls.claim ?? 0;
+  // Batches locked, counting each delivery's last, empty look.
+  const locks = timings.calls.payloads ?? 0;
   const oursFake = await bench.fakes.collect(rail);
   log(`  ours: ${oursSide.seconds} s, ${fmt(oursSide.conversions_per_s)} conversions/s, ${oursSide.batches} batches`);
 
@@ -597,7 +596,7 @@ async function runRound(bench: Bench, rail: Rail, label: string, conversions: nu
   return {
     label, rail, conversions, sites: siteCount,
     seed: { seconds: round(seedSeconds, 2), rows_per_s: Math.round(conversions / seedSeconds), vacuum_analyze_checkpoint_s: round(vacuumSeconds, 2), prebuild_s: round(prebuildSeconds, 2) },
-    ours: { ...oursSide, claims, summary: total, skipped },
+    ours: { ...oursSide, locks, summary: total, skipped },
     baseline: { ...baselineSide, outcomes },
     checks: {
       queue_by_status: byStatus, attempts, queue_order_ids_sha256: digest.sha256, ours_fake: oursFake, baseline_fake: baselineFake,
