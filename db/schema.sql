@@ -2991,6 +2991,69 @@ $$;
 COMMENT ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) IS 'Google refused the destination''s credentials: a person must set them again.';
 
 --
+-- Name: metrics(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.metrics() RETURNS TABLE(name text, help text, kind text, labels jsonb, value double precision)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+begin
+  -- PL/pgSQL, not SQL: graphile-worker's schema is installed beside the migrations, not by them.
+  return query
+  select 'opsmantik_worker_heartbeat_age_seconds'::text, 'Seconds since a worker last completed its heartbeat job.'::text, 'gauge'::text, '{}'::jsonb,
+         (select extract(epoch from pg_catalog.now() - max(h.beat_at)) from app_private.worker_heartbeats h)::float8
+  union all
+  select 'opsmantik_jobs', 'Background jobs by state: queued (waiting or due), running, failed (out of attempts).', 'gauge',
+         pg_catalog.jsonb_build_object('state', s.state), coalesce(j.n, 0)::float8
+    from (values ('queued'), ('running'), ('failed')) s(state)
+    left join (select case when j.locked_at is not null then 'running' when j.attempts >= j.max_attempts then 'failed' else 'queued' end as state,
+                      count(*) as n
+                 from graphile_worker.jobs j group by 1) j on j.state = s.state
+  union all
+  select 'opsmantik_jobs_oldest_due_seconds', 'Seconds the longest-waiting due job has waited (0 when none).', 'gauge', '{}'::jsonb,
+         coalesce((select extract(epoch from pg_catalog.now() - min(j.run_at)) from graphile_worker.jobs j
+                    where j.locked_at is null and j.run_at <= pg_catalog.now() and j.attempts < j.max_attempts), 0)::float8
+  union all
+  select 'opsmantik_offline_conversions', 'Conversions and retractions not yet settled with Google: due (may go now), waiting (retry time not come), sent (Google has them, verdict pending).', 'gauge',
+         pg_catalog.jsonb_build_object('state', s.state), coalesce(q.n, 0)::float8
+    from (values ('due'), ('waiting'), ('sent')) s(state)
+    left join (select case when q.stage = 'sent' then 'sent' when q.retry_at <= pg_catalog.now() then 'due' else 'waiting' end as state, count(*) as n
+                 from app_public.offline_conversion_queue q where q.stage in ('open', 'sent') group by 1) q on q.state = s.state
+  union all
+  select 'opsmantik_offline_conversions_oldest_due_seconds', 'Seconds the longest-due conversion has waited since its retry time (0 when none).', 'gauge', '{}'::jsonb,
+         coalesce((select extract(epoch from pg_catalog.now() - min(q.retry_at)) from app_public.offline_conversion_queue q
+                    where q.stage = 'open' and q.retry_at <= pg_catalog.now()), 0)::float8
+  union all
+  select 'opsmantik_destinations', 'Delivery destinations by status.', 'gauge', pg_catalog.jsonb_build_object('status', s.status), coalesce(d.n, 0)::float8
+    from (values ('active'), ('needs_reauth'), ('paused')) s(status)
+    left join (select d.status, count(*) as n from app_public.destinations d group by 1) d on d.status = s.status
+  union all
+  select 'opsmantik_erasure_requests', 'Erasure requests not completed, by status.', 'gauge', pg_catalog.jsonb_build_object('status', s.status), coalesce(e.n, 0)::float8
+    from (values ('pending'), ('running'), ('failed')) s(status)
+    left join (select e.status, count(*) as n from app_public.erasure_requests e where e.status <> 'completed' group by 1) e on e.status = s.status
+  union all
+  select 'opsmantik_ledger_rows_written_total', 'Idempotency ledger rows written (PostgreSQL statistics; resets with them).', 'counter', '{}'::jsonb,
+         coalesce((select sum(t.n_tup_ins) from pg_catalog.pg_stat_user_tables t
+                    where t.schemaname = 'app_public' and t.relname ~ '^ingest_idempotency(_|$)'), 0)::float8
+  union all
+  select 'opsmantik_events_written_total', 'Tracker events written (PostgreSQL statistics; resets with them).', 'counter', '{}'::jsonb,
+         coalesce((select sum(t.n_tup_ins) from pg_catalog.pg_stat_user_tables t
+                    where t.schemaname = 'app_public' and t.relname ~ '^events(_|$)'), 0)::float8
+  union all
+  select 'opsmantik_database_connections', 'Connections to this database by state.', 'gauge', pg_catalog.jsonb_build_object('state', a.state), a.n::float8
+    from (select coalesce(a.state, 'unknown') as state, count(*) as n from pg_catalog.pg_stat_activity a
+           where a.datname = pg_catalog.current_database() group by 1) a;
+end;
+$_$;
+
+--
+-- Name: FUNCTION metrics(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.metrics() IS 'The samples GET /api/metrics reports: name, help, type (gauge or counter), labels and value, each cheap to read at scale.';
+
+--
 -- Name: new_call_event_secret(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -8345,6 +8408,12 @@ REVOKE ALL ON FUNCTION app_private.maintain_partitions() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION metrics(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.metrics() FROM PUBLIC;
 
 --
 -- Name: FUNCTION new_call_event_secret(); Type: ACL; Schema: app_private; Owner: -

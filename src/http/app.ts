@@ -18,6 +18,7 @@ import { callEventRouter } from "./call-events";
 import { disputeExportHandler } from "./dispute-export";
 import { healthHandler } from "./health";
 import { ingestRouter, syncEndpoint } from "./ingest";
+import { metricsHandler } from "./metrics";
 import { ociExportHandler } from "./oci-export";
 import { salesRouter } from "./sales";
 
@@ -34,6 +35,7 @@ export function makeApp(deps: AppDeps): express.Express {
   app.disable("etag");
   app.set("trust proxy", deps.config.trustProxy);
   app.get("/api/health", healthHandler(deps.pools.owner));
+  app.get("/api/metrics", metricsHandler(deps.config.metricsToken, deps.pools.owner));
   app.use("/api", ingestRouter(deps.config, deps.pools.auth));
   app.use("/api", callEventRouter(deps.pools.auth));
   app.use("/api/sales", authenticate(deps.verifyToken, deps.pools.auth));
