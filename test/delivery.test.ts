@@ -512,7 +512,8 @@ describe("Google Ads API rail", () => {
   test("a batch in flight is held by its transaction: others read it pending and cannot take it, and it is written once, when Google has answered", async () => {
     const site = await createDeliverySite("google_ads");
     const orders = [await confirmSale(site.id), await confirmSale(site.id)];
-    ads.behave({ latencyMs: 400 });
+    // Long enough for the checks below to run while the batch is at Google, even on a busy machine.
+    ads.behave({ latencyMs: 1500 });
     const delivery = deliver(site);
     await untilAdsReceived(1);
 
@@ -535,7 +536,7 @@ describe("Google Ads API rail", () => {
     // Google keeps each order id once: a second upload of one is ORDER_ID_ALREADY_IN_USE.
     const atGoogle = new Map<string, number>();
     ads.behave({
-      latencyMs: 300,
+      latencyMs: 1000,
       rowError: (row) => {
         atGoogle.set(row.order_id, (atGoogle.get(row.order_id) ?? 0) + 1);
         return atGoogle.get(row.order_id)! > 1 ? { category: "conversion_upload_error", code: "ORDER_ID_ALREADY_IN_USE" } : undefined;
@@ -956,7 +957,7 @@ describe("consent, retractions and rows without identifiers", () => {
     test("undone while the upload loop's own batch is at Google: the undo waits for the outcome, then retracts what Google took", async () => {
       const site = await createDeliverySite("google_ads");
       const { callId, orderId } = await sealedCall(site, "Cj0KCQ-held");
-      ads.behave({ latencyMs: 300 });
+      ads.behave({ latencyMs: 1000 });
       const delivery = deliver(site);
       await untilAdsReceived(1);
 
