@@ -4237,6 +4237,67 @@ $$;
 COMMENT ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) IS 'Makes a new current call-event secret; the old one stays valid as the previous secret.';
 
 --
+-- Name: run_watchtower(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.run_watchtower() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  with verdicts as (
+    -- The live destination can upload.
+    select d.site_id, 'destination_credentials'::text as check_name,
+           case when d.status = 'needs_reauth' then 'fail' else 'ok' end as status,
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('destination_id', d.id, 'rail', d.rail, 'status', d.status,
+                                                                      'reason', d.status_reason)) as detail
+      from app_public.destinations d
+     where d.status <> 'paused'
+    union all
+    -- The longest-due conversion's wait (the queue's open rows, through its due index).
+    select d.site_id, 'delivery_lag',
+           case when lag.waited is null or lag.waited < interval '1 hour' then 'ok'
+                when lag.waited < interval '6 hours' then 'warn' else 'fail' end,
+           pg_catalog.jsonb_build_object('oldest_due_seconds', coalesce(extract(epoch from lag.waited)::bigint, 0), 'due', lag.due)
+      from app_public.destinations d
+     cross join lateral (select pg_catalog.now() - min(q.retry_at) as waited, count(*) as due
+                           from app_public.offline_conversion_queue q
+                          where q.site_id = d.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()) lag
+     where d.status <> 'paused'
+    union all
+    -- No erasure request waits more than a day.
+    select e.site_id, 'erasure_requests',
+           case when count(*) filter (where e.status <> 'completed' and e.requested_at < pg_catalog.now() - interval '24 hours') > 0
+                then 'fail' else 'ok' end,
+           pg_catalog.jsonb_build_object('open', count(*) filter (where e.status <> 'completed'),
+                                         'overdue', count(*) filter (where e.status <> 'completed' and e.requested_at < pg_catalog.now() - interval '24 hours'))
+      from app_public.erasure_requests e
+     group by e.site_id
+  ), written as (
+    insert into app_public.watchtower_checks as w (site_id, check_name, status, detail, checked_at, status_since)
+    select v.site_id, v.check_name, v.status, v.detail, pg_catalog.now(), pg_catalog.now() from verdicts v
+    on conflict (site_id, check_name) do update
+       set status = excluded.status, detail = excluded.detail, checked_at = excluded.checked_at,
+           status_since = case when w.status = excluded.status then w.status_since else excluded.checked_at end
+    returning 1
+  )
+  select count(*) into v_count from written;
+  -- A check that no longer applies (the destination was paused or removed) is not left standing.
+  delete from app_public.watchtower_checks w
+   where w.checked_at < pg_catalog.now();
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION run_watchtower(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.run_watchtower() IS 'Runs every Watchtower check for every site and stores each verdict in watchtower_checks (status_since kept while the verdict holds); returns how many it wrote.';
+
+--
 -- Name: schedule_next_upload(uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -6752,6 +6813,63 @@ COMMENT ON COLUMN app_public.ingest_idempotency.billable IS 'False for events we
 COMMENT ON COLUMN app_public.ingest_idempotency.reason IS 'Why a row is not billable: bot.';
 
 --
+-- Name: watchtower_checks; Type: TABLE; Schema: app_public; Owner: -
+--
+
+CREATE TABLE app_public.watchtower_checks (
+    site_id uuid NOT NULL,
+    check_name text NOT NULL,
+    status text NOT NULL,
+    detail jsonb DEFAULT '{}'::jsonb NOT NULL,
+    checked_at timestamp with time zone DEFAULT now() NOT NULL,
+    status_since timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT watchtower_checks_status CHECK ((status = ANY (ARRAY['ok'::text, 'warn'::text, 'fail'::text])))
+);
+
+--
+-- Name: TABLE watchtower_checks; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON TABLE app_public.watchtower_checks IS '@behavior -insert -update -delete
+Watchtower: the latest verdict of each check on a site (ok, warn, fail), refreshed every 5 minutes.';
+
+--
+-- Name: COLUMN watchtower_checks.site_id; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.site_id IS 'The site.';
+
+--
+-- Name: COLUMN watchtower_checks.check_name; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.check_name IS 'destination_credentials, delivery_lag or erasure_requests.';
+
+--
+-- Name: COLUMN watchtower_checks.status; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.status IS 'ok, warn or fail.';
+
+--
+-- Name: COLUMN watchtower_checks.detail; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.detail IS 'What the check saw (figures and codes; never personal data).';
+
+--
+-- Name: COLUMN watchtower_checks.checked_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.checked_at IS 'When the check last ran.';
+
+--
+-- Name: COLUMN watchtower_checks.status_since; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.watchtower_checks.status_since IS 'Since when the status has been what it is.';
+
+--
 -- Name: api_key_hashes api_key_hashes_key_hash_key; Type: CONSTRAINT; Schema: app_private; Owner: -
 --
 
@@ -7050,6 +7168,13 @@ ALTER TABLE ONLY app_public.users
 
 ALTER TABLE ONLY app_public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+--
+-- Name: watchtower_checks watchtower_checks_pkey; Type: CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.watchtower_checks
+    ADD CONSTRAINT watchtower_checks_pkey PRIMARY KEY (site_id, check_name);
 
 --
 -- Name: provider_credentials_key_idx; Type: INDEX; Schema: app_private; Owner: -
@@ -7556,6 +7681,13 @@ ALTER TABLE ONLY app_public.site_members
     ADD CONSTRAINT site_members_user_id_fkey FOREIGN KEY (user_id) REFERENCES app_public.users(id) ON DELETE CASCADE;
 
 --
+-- Name: watchtower_checks watchtower_checks_site_id_fkey; Type: FK CONSTRAINT; Schema: app_public; Owner: -
+--
+
+ALTER TABLE ONLY app_public.watchtower_checks
+    ADD CONSTRAINT watchtower_checks_site_id_fkey FOREIGN KEY (site_id) REFERENCES app_public.sites(id) ON DELETE CASCADE;
+
+--
 -- Name: api_key_hashes; Type: ROW SECURITY; Schema: app_private; Owner: -
 --
 
@@ -7832,6 +7964,12 @@ CREATE POLICY select_member ON app_public.site_members FOR SELECT USING ((site_i
 CREATE POLICY select_member ON app_public.sites FOR SELECT USING ((id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
 
 --
+-- Name: watchtower_checks select_member; Type: POLICY; Schema: app_public; Owner: -
+--
+
+CREATE POLICY select_member ON app_public.watchtower_checks FOR SELECT USING ((site_id IN ( SELECT app_hidden.current_user_site_ids() AS current_user_site_ids)));
+
+--
 -- Name: users select_visible; Type: POLICY; Schema: app_public; Owner: -
 --
 
@@ -7880,6 +8018,12 @@ CREATE POLICY update_self ON app_public.users FOR UPDATE USING ((id = app_hidden
 --
 
 ALTER TABLE app_public.users ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: watchtower_checks; Type: ROW SECURITY; Schema: app_public; Owner: -
+--
+
+ALTER TABLE app_public.watchtower_checks ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA app_hidden; Type: ACL; Schema: -; Owner: -
@@ -8564,6 +8708,12 @@ REVOKE ALL ON FUNCTION app_private.retire_call_event_secret(site_id uuid) FROM P
 REVOKE ALL ON FUNCTION app_private.rotate_call_event_secret(site_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION run_watchtower(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.run_watchtower() FROM PUBLIC;
+
+--
 -- Name: FUNCTION schedule_next_upload(site_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -8927,6 +9077,12 @@ GRANT SELECT ON TABLE app_public.events TO opsmantik_visitor;
 --
 
 GRANT SELECT ON TABLE app_public.ingest_idempotency TO opsmantik_visitor;
+
+--
+-- Name: TABLE watchtower_checks; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.watchtower_checks TO opsmantik_visitor;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: app_hidden; Owner: -

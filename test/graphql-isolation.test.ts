@@ -82,6 +82,8 @@ async function createTenant(label: string): Promise<Tenant> {
     await client.query("select app_public.create_destination($1, 'datamanager', $2, '123456')", [site.id, customerId]);
     // A right-to-erasure request (of a visitor who never came, so nothing of the fixture goes).
     await client.query("select app_public.request_erasure($1, 'visitor_id', $2)", [site.id, `gone_${label}`]);
+    // Watchtower's verdicts on the site (the task runs them for every site; other tenants' rows are written too).
+    await client.query("select app_private.run_watchtower()");
     const { rows: [counts] } = await client.query(
       `select (select count(*) from app_public.sales where site_id = $1)::int as sales,
               (select count(*) from app_public.offline_conversion_queue where site_id = $1)::int as queue,
@@ -339,6 +341,7 @@ beforeAll(async () => {
     allOfflineConversionQueues { nodes { id rowId siteId saleId provider kind } }
     allDestinations { nodes { id rowId siteId customerId } }
     allErasureRequests { nodes { id rowId siteId subjectHash } }
+    allWatchtowerChecks { nodes { id siteId checkName } }
   }`, undefined, ownerOfB.credential);
   expect(rowsOfB.body.errors).toBeUndefined();
   // A dashboard lists a destination's conversions by status: these fields must stay (an index, or an @isIndexed tag where the
@@ -367,6 +370,7 @@ beforeAll(async () => {
     OfflineConversionQueue: d.allOfflineConversionQueues.nodes.filter((n: any) => n.siteId === B.siteId),
     Destination: d.allDestinations.nodes.filter((n: any) => n.siteId === B.siteId),
     ErasureRequest: d.allErasureRequests.nodes.filter((n: any) => n.siteId === B.siteId),
+    WatchtowerCheck: d.allWatchtowerChecks.nodes.filter((n: any) => n.siteId === B.siteId),
   };
   expect(recordsOfB.Call).toHaveLength(1);
   // B's owner sees B's revenue rows: the CRM's sale and the sealed call's, their conversions, one action and conversation.
