@@ -91,6 +91,7 @@ test("status_since holds while the verdict holds and moves when it changes; chec
   const { siteId } = await siteWithDestination();
   await runChecks();
   const first = (await verdicts(siteId)).delivery_lag;
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the dates read here have millisecond precision
   await runChecks();
   const second = (await verdicts(siteId)).delivery_lag;
   expect(second.status_since).toEqual(first.status_since);
