@@ -43,11 +43,10 @@ async function siteWithDestination(): Promise<{ siteId: string; destinationId: s
 }
 
 async function queueConversion(siteId: string, dueFor: string): Promise<void> {
-  const { rows: [{ currency }] } = await root().query("select currency from app_public.sites where id = $1", [siteId]);
   const { rows: [sale] } = await root().query(
-    `select (app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2, amount => 100, currency => $3,
+    `select (app_public.confirm_sale_and_enqueue(site_id => $1, external_id => $2, amount => 100, currency => 'TRY',
                                                  occurred_at => now() - interval '8 hours', gclid => 'Cj0KCQ-watch')).id`,
-    [siteId, unique("order"), currency]);
+    [siteId, unique("order")]);
   await root().query("update app_public.offline_conversion_queue set retry_at = now() - $3::interval where site_id = $1 and sale_id = $2",
     [siteId, sale.id, dueFor]);
 }

@@ -245,11 +245,11 @@ async function holdBatch(owner: pg.Pool, siteId: string, limit: number): Promise
     try {
       await client.query(how);
     } catch (error) {
-      client.off("error", lost);
       client.release(error as Error);
       throw error;
+    } finally {
+      client.off("error", lost);
     }
-    client.off("error", lost);
     client.release();
   };
   try {

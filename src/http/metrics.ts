@@ -19,20 +19,26 @@ interface Sample {
 
 const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
 
-/** Label values escaped as the exposition format asks: backslash, double quote and newline. */
+/** Text escaped as the exposition format asks of HELP lines: backslash and newline. */
+const escaped = (text: string): string => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+
+/** Label values escape double quotes too. */
 function labelSet(labels: Record<string, string>): string {
-  const pairs = Object.entries(labels).map(([key, value]) =>
-    `${key}="${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
+  const pairs = Object.entries(labels).map(([key, value]) => `${key}="${escaped(value).replace(/"/g, '\\"')}"`);
   return pairs.length ? `{${pairs.join(",")}}` : "";
 }
 
 /** One HELP and TYPE per metric, then its samples; a sample with no value yet (null) is left out. */
 export function exposition(samples: Sample[]): string {
   const byName = new Map<string, Sample[]>();
-  for (const sample of samples) byName.set(sample.name, [...(byName.get(sample.name) ?? []), sample]);
+  for (const sample of samples) {
+    const group = byName.get(sample.name);
+    if (group) group.push(sample);
+    else byName.set(sample.name, [sample]);
+  }
   const lines: string[] = [];
   for (const [name, group] of byName) {
-    lines.push(`# HELP ${name} ${group[0].help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${name} ${group[0].kind}`);
+    lines.push(`# HELP ${name} ${escaped(group[0].help)}`, `# TYPE ${name} ${group[0].kind}`);
     for (const sample of group) if (sample.value !== null) lines.push(`${name}${labelSet(sample.labels)} ${sample.value}`);
   }
   return `${lines.join("\n")}\n`;
