@@ -1301,168 +1301,6 @@ $$;
 COMMENT ON FUNCTION app_private.authenticate_api_key(key text) IS 'Resolves a presented API key to its id, site and role; empty when unknown or revoked.';
 
 --
--- Name: call_event_secrets_for(text); Type: FUNCTION; Schema: app_private; Owner: -
---
-
-CREATE FUNCTION app_private.call_event_secrets_for(public_key text) RETURNS TABLE(site_id uuid, current_secret text, previous_secret text)
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  select c.site_id, c.current_secret, c.previous_secret
-    from app_public.sites s join app_private.call_event_secrets c on c.site_id = s.id
-   where s.public_key = call_event_secrets_for.public_key;
-$$;
-
---
--- Name: FUNCTION call_event_secrets_for(public_key text); Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON FUNCTION app_private.call_event_secrets_for(public_key text) IS 'The signing secrets of the site with this public key (used only to verify signatures, never returned to clients).';
-
---
--- Name: carry_out_erasure(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
---
-
-CREATE FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) RETURNS jsonb
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-declare
-  v_request app_public.erasure_requests;
-  v_subject text;
-  v app_private.subject_link_set;
-  v_receipt jsonb := '{}';
-  v_count integer;
-  v_conversion record;
-begin
-  select * into v_request from app_public.erasure_requests r
-   where r.site_id = carry_out_erasure.site_id and r.id = carry_out_erasure.request_id
-     for update;
-  if v_request.id is null then
-    raise exception using errcode = 'OMNER', message = 'No such erasure request.';
-  end if;
-  if v_request.status = 'completed' then
-    return v_request.receipt;
-  end if;
-  select e.normalized_value into v_subject from app_private.erasure_subjects e
-   where e.site_id = v_request.site_id and e.request_id = v_request.id;
-  v := app_private.subject_links(v_request.site_id, v_request.subject_kind, v_subject);
-
-  with deleted as (
-    delete from app_public.events e
-     where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids))
-    returning e.occurred_at
-  )
-  select app_private.count_event_removals(v_request.site_id, 'erasure', array(select occurred_at from deleted)) into v_count;
-  v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
-  delete from app_public.sessions s
-   where s.site_id = v_request.site_id and (s.visitor_key = any(v.visitor_keys) or s.id = any(v.session_ids));
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sessions_deleted', v_count);
-  delete from app_public.consents c where c.site_id = v_request.site_id and c.visitor_hash = any(v.consent_hashes);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('consents_deleted', v_count);
-  update app_public.calls c
-     set caller = null, visitor_id = null, gclid = null, session_id = null, click_id = null, click_id_type = null
-   where c.site_id = v_request.site_id and c.id = any(v.call_ids);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('calls_stripped', v_count);
-  update app_public.conversations c set session_id = null
-   where c.site_id = v_request.site_id and c.session_id = any(v.session_ids);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('conversations_stripped', v_count);
-  delete from app_private.sale_identifiers i where i.site_id = v_request.site_id and i.sale_id = any(v.sale_ids);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
-
-  -- Conversions: not yet with Google → cancelled; possibly with Google → a retraction (where the rail can).
-  v_receipt := v_receipt || '{"conversions_cancelled": 0, "retractions_queued": 0}';
-  for v_conversion in
-    select q.* from app_public.offline_conversion_queue q
-     where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.kind = 'conversion'
-       for update
-  loop
-    if v_conversion.status = 'pending' then
-      update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'ERASED',
-             last_error_message = 'The subject''s data was erased before delivery.'
-       where q.site_id = v_conversion.site_id and q.id = v_conversion.id;
-      v_receipt := pg_catalog.jsonb_set(v_receipt, '{conversions_cancelled}', pg_catalog.to_jsonb((v_receipt ->> 'conversions_cancelled')::int + 1));
-    elsif v_conversion.status in ('processing', 'sent', 'accepted') then
-      insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, conversion_at, value, currency, ad_user_data, ad_personalization)
-      values (v_conversion.site_id, v_conversion.sale_id, 'retraction', v_conversion.order_id, v_conversion.conversion_at, v_conversion.value,
-              v_conversion.currency, v_conversion.ad_user_data, v_conversion.ad_personalization)
-      on conflict on constraint offline_conversion_queue_once do nothing;
-      if found then
-        v_receipt := pg_catalog.jsonb_set(v_receipt, '{retractions_queued}', pg_catalog.to_jsonb((v_receipt ->> 'retractions_queued')::int + 1));
-      end if;
-      perform app_private.enqueue_upload(v_conversion.site_id, v_conversion.provider);
-    end if;
-  end loop;
-  -- Google's error messages may quote what was sent: they go with the click ids.
-  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null, last_error_message = null
-   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and (q.click_id is not null or q.last_error_message is not null);
-  update app_public.sales s
-     set visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null, session_event_id = null
-   where s.site_id = v_request.site_id and s.id = any(v.sale_ids);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sales_stripped', v_count);
-  -- A CRM may have used the subject itself (an email, a phone number) as its order id: such ids
-  -- are replaced, except on a retraction still waiting to tell Google which order to withdraw.
-  update app_public.sales s set external_id = 'erased:' || s.id::text
-   where s.site_id = v_request.site_id and s.id = any(v.sale_ids)
-     and (pg_catalog.strpos(pg_catalog.lower(s.external_id), pg_catalog.lower(v_subject)) > 0
-          or app_hidden.normalize_email(s.external_id) = v_subject or app_hidden.normalize_phone(s.external_id) = v_subject);
-  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('order_ids_replaced', v_count);
-  update app_public.offline_conversion_queue q set order_id = 'erased:' || q.sale_id::text
-   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids)
-     and (pg_catalog.strpos(pg_catalog.lower(q.order_id), pg_catalog.lower(v_subject)) > 0
-          or app_hidden.normalize_email(q.order_id) = v_subject or app_hidden.normalize_phone(q.order_id) = v_subject)
-     and not (q.kind = 'retraction' and q.status in ('pending', 'processing'));
-
-  delete from app_private.erasure_subjects e where e.site_id = v_request.site_id and e.request_id = v_request.id;
-  update app_public.erasure_requests r
-     set status = 'completed', completed_at = pg_catalog.now(), receipt = v_receipt, last_error = null,
-         attempts = r.attempts + 1, started_at = coalesce(r.started_at, pg_catalog.now())
-   where r.site_id = v_request.site_id and r.id = v_request.id;
-  return v_receipt;
-end;
-$$;
-
---
--- Name: FUNCTION carry_out_erasure(site_id uuid, request_id uuid); Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) IS 'Erases everything linked to a request''s subject, in one transaction; idempotent. Returns the receipt (counts per table).';
-
---
--- Name: check_rate_limit(app_public.sites, text); Type: FUNCTION; Schema: app_private; Owner: -
---
-
-CREATE FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) RETURNS void
-    LANGUAGE plpgsql
-    AS $$
-declare
-  v_window timestamptz := pg_catalog.date_trunc('minute', pg_catalog.now());
-  v_ip_hash bytea;
-  v_hits bigint;
-begin
-  if site.rate_limit_per_minute = 0 or client_ip is null then
-    return;
-  end if;
-  v_ip_hash := public.hmac(pg_catalog.convert_to(client_ip, 'UTF8'), app_private.daily_salt(v_window::date), 'sha256');
-  insert into app_private.rate_counters as r (site_id, ip_hash, window_start, slot, hits)
-  values (site.id, v_ip_hash, v_window, pg_catalog.pg_backend_pid() % 16, 1)
-  on conflict (site_id, ip_hash, window_start, slot) do update set hits = r.hits + 1;
-  select pg_catalog.sum(r.hits) into v_hits from app_private.rate_counters r
-   where r.site_id = site.id and r.ip_hash = v_ip_hash and r.window_start = v_window;
-  if v_hits > site.rate_limit_per_minute then
-    raise exception using errcode = 'OM429', message = 'Too many requests.',
-      detail = pg_catalog.ceil(extract(epoch from v_window + interval '1 minute' - pg_catalog.now()))::text;
-  end if;
-end;
-$$;
-
---
--- Name: FUNCTION check_rate_limit(site app_public.sites, client_ip text); Type: COMMENT; Schema: app_private; Owner: -
---
-
-COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
-
---
 -- Name: offline_conversion_queue; Type: TABLE; Schema: app_public; Owner: -
 --
 
@@ -1679,6 +1517,185 @@ The destination it was last sent to.';
 
 COMMENT ON COLUMN app_public.offline_conversion_queue.stage IS '@behavior -*
 Derived from status for the queue''s partial indexes: open (pending or processing), sent, closed. A claim leaves it unchanged.';
+
+--
+-- Name: awaits_request_status(app_public.offline_conversion_queue); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.awaits_request_status(q app_public.offline_conversion_queue) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+  select q.stage = 'sent' and q.request_id is not null and q.request_id <> 'csv' and q.last_error_code is null
+     and q.sent_at > pg_catalog.now() - interval '2 days';
+$$;
+
+--
+-- Name: FUNCTION awaits_request_status(q app_public.offline_conversion_queue); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.awaits_request_status(q app_public.offline_conversion_queue) IS 'True for a row a Data Manager request carried whose processing status Google has not yet given (asked for up to two days; never for rows a CSV export took).';
+
+--
+-- Name: call_event_secrets_for(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.call_event_secrets_for(public_key text) RETURNS TABLE(site_id uuid, current_secret text, previous_secret text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select c.site_id, c.current_secret, c.previous_secret
+    from app_public.sites s join app_private.call_event_secrets c on c.site_id = s.id
+   where s.public_key = call_event_secrets_for.public_key;
+$$;
+
+--
+-- Name: FUNCTION call_event_secrets_for(public_key text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.call_event_secrets_for(public_key text) IS 'The signing secrets of the site with this public key (used only to verify signatures, never returned to clients).';
+
+--
+-- Name: carry_out_erasure(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_request app_public.erasure_requests;
+  v_subject text;
+  v app_private.subject_link_set;
+  v_receipt jsonb := '{}';
+  v_count integer;
+  v_conversion record;
+begin
+  select * into v_request from app_public.erasure_requests r
+   where r.site_id = carry_out_erasure.site_id and r.id = carry_out_erasure.request_id
+     for update;
+  if v_request.id is null then
+    raise exception using errcode = 'OMNER', message = 'No such erasure request.';
+  end if;
+  if v_request.status = 'completed' then
+    return v_request.receipt;
+  end if;
+  select e.normalized_value into v_subject from app_private.erasure_subjects e
+   where e.site_id = v_request.site_id and e.request_id = v_request.id;
+  v := app_private.subject_links(v_request.site_id, v_request.subject_kind, v_subject);
+
+  with deleted as (
+    delete from app_public.events e
+     where e.site_id = v_request.site_id and (e.visitor_key = any(v.visitor_keys) or e.session_id = any(v.session_ids))
+    returning e.occurred_at
+  )
+  select app_private.count_event_removals(v_request.site_id, 'erasure', array(select occurred_at from deleted)) into v_count;
+  v_receipt := v_receipt || pg_catalog.jsonb_build_object('events_deleted', v_count);
+  delete from app_public.sessions s
+   where s.site_id = v_request.site_id and (s.visitor_key = any(v.visitor_keys) or s.id = any(v.session_ids));
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sessions_deleted', v_count);
+  delete from app_public.consents c where c.site_id = v_request.site_id and c.visitor_hash = any(v.consent_hashes);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('consents_deleted', v_count);
+  update app_public.calls c
+     set caller = null, visitor_id = null, gclid = null, session_id = null, click_id = null, click_id_type = null
+   where c.site_id = v_request.site_id and c.id = any(v.call_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('calls_stripped', v_count);
+  update app_public.conversations c set session_id = null
+   where c.site_id = v_request.site_id and c.session_id = any(v.session_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('conversations_stripped', v_count);
+  delete from app_private.sale_identifiers i where i.site_id = v_request.site_id and i.sale_id = any(v.sale_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sale_identifiers_deleted', v_count);
+
+  -- Conversions: not yet with Google → cancelled; possibly with Google → a retraction (where the rail can).
+  v_receipt := v_receipt || '{"conversions_cancelled": 0, "retractions_queued": 0}';
+  for v_conversion in
+    select q.* from app_public.offline_conversion_queue q
+     where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and q.kind = 'conversion'
+       for update
+  loop
+    if v_conversion.status = 'pending' then
+      update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'ERASED',
+             last_error_message = 'The subject''s data was erased before delivery.'
+       where q.site_id = v_conversion.site_id and q.id = v_conversion.id;
+      v_receipt := pg_catalog.jsonb_set(v_receipt, '{conversions_cancelled}', pg_catalog.to_jsonb((v_receipt ->> 'conversions_cancelled')::int + 1));
+    elsif v_conversion.status in ('processing', 'sent', 'accepted') then
+      insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, conversion_at, value, currency, ad_user_data, ad_personalization)
+      values (v_conversion.site_id, v_conversion.sale_id, 'retraction', v_conversion.order_id, v_conversion.conversion_at, v_conversion.value,
+              v_conversion.currency, v_conversion.ad_user_data, v_conversion.ad_personalization)
+      on conflict on constraint offline_conversion_queue_once do nothing;
+      if found then
+        v_receipt := pg_catalog.jsonb_set(v_receipt, '{retractions_queued}', pg_catalog.to_jsonb((v_receipt ->> 'retractions_queued')::int + 1));
+      end if;
+      perform app_private.enqueue_upload(v_conversion.site_id, v_conversion.provider);
+    end if;
+  end loop;
+  -- Google's error messages may quote what was sent: they go with the click ids.
+  update app_public.offline_conversion_queue q set click_id = null, click_id_type = null, last_error_message = null
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids) and (q.click_id is not null or q.last_error_message is not null);
+  update app_public.sales s
+     set visitor_id = null, gclid = null, click_id = null, click_id_type = null, session_id = null, session_event_id = null
+   where s.site_id = v_request.site_id and s.id = any(v.sale_ids);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('sales_stripped', v_count);
+  -- A CRM may have used the subject itself (an email, a phone number) as its order id: such ids
+  -- are replaced, except on a retraction still waiting to tell Google which order to withdraw.
+  update app_public.sales s set external_id = 'erased:' || s.id::text
+   where s.site_id = v_request.site_id and s.id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(s.external_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(s.external_id) = v_subject or app_hidden.normalize_phone(s.external_id) = v_subject);
+  get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('order_ids_replaced', v_count);
+  update app_public.offline_conversion_queue q set order_id = 'erased:' || q.sale_id::text
+   where q.site_id = v_request.site_id and q.sale_id = any(v.sale_ids)
+     and (pg_catalog.strpos(pg_catalog.lower(q.order_id), pg_catalog.lower(v_subject)) > 0
+          or app_hidden.normalize_email(q.order_id) = v_subject or app_hidden.normalize_phone(q.order_id) = v_subject)
+     and not (q.kind = 'retraction' and q.status in ('pending', 'processing'));
+
+  delete from app_private.erasure_subjects e where e.site_id = v_request.site_id and e.request_id = v_request.id;
+  update app_public.erasure_requests r
+     set status = 'completed', completed_at = pg_catalog.now(), receipt = v_receipt, last_error = null,
+         attempts = r.attempts + 1, started_at = coalesce(r.started_at, pg_catalog.now())
+   where r.site_id = v_request.site_id and r.id = v_request.id;
+  return v_receipt;
+end;
+$$;
+
+--
+-- Name: FUNCTION carry_out_erasure(site_id uuid, request_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uuid) IS 'Erases everything linked to a request''s subject, in one transaction; idempotent. Returns the receipt (counts per table).';
+
+--
+-- Name: check_rate_limit(app_public.sites, text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_window timestamptz := pg_catalog.date_trunc('minute', pg_catalog.now());
+  v_ip_hash bytea;
+  v_hits bigint;
+begin
+  if site.rate_limit_per_minute = 0 or client_ip is null then
+    return;
+  end if;
+  v_ip_hash := public.hmac(pg_catalog.convert_to(client_ip, 'UTF8'), app_private.daily_salt(v_window::date), 'sha256');
+  insert into app_private.rate_counters as r (site_id, ip_hash, window_start, slot, hits)
+  values (site.id, v_ip_hash, v_window, pg_catalog.pg_backend_pid() % 16, 1)
+  on conflict (site_id, ip_hash, window_start, slot) do update set hits = r.hits + 1;
+  select pg_catalog.sum(r.hits) into v_hits from app_private.rate_counters r
+   where r.site_id = site.id and r.ip_hash = v_ip_hash and r.window_start = v_window;
+  if v_hits > site.rate_limit_per_minute then
+    raise exception using errcode = 'OM429', message = 'Too many requests.',
+      detail = pg_catalog.ceil(extract(epoch from v_window + interval '1 minute' - pg_catalog.now()))::text;
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION check_rate_limit(site app_public.sites, client_ip text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) IS 'Counts a request against the site''s per-IP limit; raises OM429 (detail: seconds until the next minute) when over.';
 
 --
 -- Name: claim_offline_conversion_jobs(text, integer, uuid, text, integer, uuid); Type: FUNCTION; Schema: app_private; Owner: -
@@ -4309,8 +4326,7 @@ CREATE FUNCTION app_private.schedule_next_upload(site_id uuid) RETURNS void
     from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + interval '5 minutes' end) as next_at
             from app_public.offline_conversion_queue q
            where q.site_id = schedule_next_upload.site_id
-             and ((q.stage = 'open' and q.status = 'pending') or (q.stage = 'sent' and q.request_id is not null and q.last_error_code is null
-                                           and q.sent_at > pg_catalog.now() - interval '2 days'))) n
+             and ((q.stage = 'open' and q.status = 'pending') or (q.stage = 'sent' and app_private.awaits_request_status(q)))) n
    where n.next_at is not null;
 $$;
 
@@ -4377,19 +4393,27 @@ CREATE FUNCTION app_private.settle_request(site_id uuid, request_id text, status
 declare
   v_reasons text := (select pg_catalog.string_agg((e ->> 'reason') || '×' || (e ->> 'count'), ', ' order by o)
                        from pg_catalog.jsonb_array_elements(settle_request.errors) with ordinality as x(e, o));
+  v_first_reason text := settle_request.errors -> 0 ->> 'reason';
   v_count integer;
 begin
+  if settle_request.status not in ('SUCCESS', 'FAILED', 'PARTIAL_SUCCESS', 'REQUEST_REFUSED') then
+    return 0;  -- PROCESSING or unknown: ask again later
+  end if;
   update app_public.offline_conversion_queue q
      set status = case settle_request.status when 'SUCCESS' then 'accepted' when 'FAILED' then 'failed' else q.status end,
          accepted_at = case when settle_request.status = 'SUCCESS' then pg_catalog.now() else q.accepted_at end,
-         last_error_code = case settle_request.status when 'FAILED' then coalesce(settle_request.errors -> 0 ->> 'reason', 'PROCESSING_FAILED')
-                                                      when 'PARTIAL_SUCCESS' then 'PARTIAL_SUCCESS' else q.last_error_code end,
+         last_error_code = case settle_request.status
+           when 'FAILED' then coalesce(v_first_reason, 'PROCESSING_FAILED')
+           when 'PARTIAL_SUCCESS' then 'PARTIAL_SUCCESS'
+           when 'REQUEST_REFUSED' then coalesce(v_first_reason, 'REQUEST_REFUSED')
+           else q.last_error_code end,
          last_error_message = case settle_request.status
            when 'FAILED' then 'Google could not process the upload: ' || coalesce(nullif(v_reasons, ''), 'no reason given') || '.'
            when 'PARTIAL_SUCCESS' then 'Google processed the upload with some rows rejected (' || coalesce(v_reasons, '') || '); it does not say which.'
+           when 'REQUEST_REFUSED' then 'Google took the upload but will not report how it was processed ('
+                                       || coalesce(v_first_reason, 'no reason given') || '); whether these conversions matched is unknown.'
            else q.last_error_message end
-   where q.site_id = settle_request.site_id and q.request_id = settle_request.request_id and q.stage = 'sent'
-     and settle_request.status in ('SUCCESS', 'FAILED', 'PARTIAL_SUCCESS');
+   where q.site_id = settle_request.site_id and q.request_id = settle_request.request_id and q.stage = 'sent';
   get diagnostics v_count = row_count;
   return v_count;
 end;
@@ -5064,9 +5088,8 @@ CREATE FUNCTION app_private.unsettled_requests(site_id uuid) RETURNS SETOF text
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select distinct q.request_id from app_public.offline_conversion_queue q
-   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and q.request_id is not null and q.request_id <> 'csv'
-     and q.last_error_code is null
-     and q.sent_at < pg_catalog.now() - interval '5 minutes' and q.sent_at > pg_catalog.now() - interval '2 days'
+   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and app_private.awaits_request_status(q)
+     and q.sent_at < pg_catalog.now() - interval '5 minutes'
    limit 50;
 $$;
 
@@ -8328,6 +8351,18 @@ REVOKE ALL ON FUNCTION app_private.authenticate_api_key(key text) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.authenticate_api_key(key text) TO opsmantik_authenticator;
 
 --
+-- Name: TABLE offline_conversion_queue; Type: ACL; Schema: app_public; Owner: -
+--
+
+GRANT SELECT ON TABLE app_public.offline_conversion_queue TO opsmantik_visitor;
+
+--
+-- Name: FUNCTION awaits_request_status(q app_public.offline_conversion_queue); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.awaits_request_status(q app_public.offline_conversion_queue) FROM PUBLIC;
+
+--
 -- Name: FUNCTION call_event_secrets_for(public_key text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -8345,12 +8380,6 @@ REVOKE ALL ON FUNCTION app_private.carry_out_erasure(site_id uuid, request_id uu
 --
 
 REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, client_ip text) FROM PUBLIC;
-
---
--- Name: TABLE offline_conversion_queue; Type: ACL; Schema: app_public; Owner: -
---
-
-GRANT SELECT ON TABLE app_public.offline_conversion_queue TO opsmantik_visitor;
 
 --
 -- Name: FUNCTION claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid); Type: ACL; Schema: app_private; Owner: -

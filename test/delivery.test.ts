@@ -674,6 +674,60 @@ describe("Data Manager API rail", () => {
     expect(await rowOf(site.id, exported)).toMatchObject({ status: "sent", request_id: "csv" });
   });
 
+  test("rows a scheduled CSV export took schedule no upload run after the site moved to Data Manager", async () => {
+    const site = await createDeliverySite("datamanager");
+    await confirmSale(site.id);
+    // Taken by Google's scheduled import ten minutes ago: nothing left to ask or send.
+    await root().query("update app_public.offline_conversion_queue set status = 'sent', request_id = 'csv', sent_at = now() - interval '10 minutes' where site_id = $1", [site.id]);
+    const key = `upload_conversions:google:${site.id}`;
+    await root().query("delete from graphile_worker._private_jobs where key = $1", [key]);
+
+    expect(await deliver(site)).toMatchObject({ claimed: 0 });
+    // Before migration 000034 the run scheduled the next one for five minutes after the CSV
+    // took the rows, already past: the job ran again at once, and again, for two days.
+    expect((await root().query("select run_at from graphile_worker.jobs where key = $1", [key])).rows).toEqual([]);
+  });
+
+  test("a request Google will not report on is asked about once: its rows stay sent with Google's reason, and the site's other requests settle", async () => {
+    const site = await createDeliverySite("datamanager");
+    const forgotten = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    // A request id Google no longer knows (the fake answers INVALID_REQUEST_ID for it).
+    await root().query("update app_public.offline_conversion_queue set request_id = 'expired-request' where site_id = $1", [site.id]);
+    const known = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1", [site.id]);
+
+    await deliver(site);
+    expect(dm.statusAsked.sort()).toEqual(["expired-request", (await rowOf(site.id, known)).request_id].sort());
+    expect(await rowOf(site.id, known)).toMatchObject({ status: "accepted", last_error_code: null });
+    const refused = await rowOf(site.id, forgotten);
+    expect(refused).toMatchObject({ status: "sent", request_id: "expired-request", last_error_code: "INVALID_REQUEST_ID", accepted_at: null });
+    expect(refused.last_error_message).toMatch(/will not report .*INVALID_REQUEST_ID.*unknown/);
+
+    // Never asked again, and no run is scheduled to ask.
+    dm.statusAsked.length = 0;
+    await deliver(site);
+    expect(dm.statusAsked).toEqual([]);
+    expect((await root().query("select app_private.unsettled_requests($1) as request_id", [site.id])).rows).toEqual([]);
+  });
+
+  test("while RetrieveRequestStatus is unavailable the rows stay unsettled, and settle on a later run", async () => {
+    const site = await createDeliverySite("datamanager");
+    const order = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1", [site.id]);
+
+    dm.behave({ failStatus: grpcStatus.UNAVAILABLE });
+    await deliver(site);
+    expect(dm.statusAsked).toHaveLength(1);
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "sent", last_error_code: null });
+
+    dm.behave({ failStatus: undefined });
+    await deliver(site);
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted", last_error_code: null });
+  });
+
   test("a batch with one row Google refuses: that row fails with Google's reason, the others are sent and later accepted", async () => {
     const site = await createDeliverySite("datamanager");
     const orders: string[] = [];

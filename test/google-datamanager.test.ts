@@ -122,7 +122,12 @@ test("the request id from an upload gives Google's processing status", async () 
   expect(await rail.requestStatus(dest, outcome.requestId)).toEqual({
     status: "PARTIAL_SUCCESS", recordCount: 4, errors: { PROCESSING_ERROR_REASON_INVALID_GCLID: 1 }, warnings: {},
   });
-  await expect(rail.requestStatus(dest, "no-such-request")).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, reason: "INVALID_REQUEST_ID" });
+  // Google will not report on an id it does not know: a verdict of ours, not an error to retry.
+  expect(await rail.requestStatus(dest, "no-such-request")).toEqual({
+    status: "REQUEST_REFUSED", recordCount: 0, errors: { INVALID_REQUEST_ID: 0 }, warnings: {},
+  });
+  google.behave({ failStatus: status.UNAVAILABLE });
+  await expect(rail.requestStatus(dest, outcome.requestId)).rejects.toMatchObject({ code: status.UNAVAILABLE });
 });
 
 test("one row Google refuses in a batch of 50 is isolated by halving; the other 49 go in once each", async () => {

@@ -309,7 +309,7 @@ async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: Data
     try {
       status = await rail.requestStatus(destination, requestId);
     } catch {
-      return; // unreachable or refused now: the next run asks again
+      return; // unreachable, out of quota or not authorised now: the next run asks again
     }
     const errors = Object.entries(status.errors).map(([reason, count]) => ({ reason, count }));
     await deps.owner.query("select app_private.settle_request($1, $2, $3, $4::jsonb)", [siteId, requestId, status.status, JSON.stringify(errors)]);

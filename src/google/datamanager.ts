@@ -62,7 +62,10 @@ export interface DataManagerRailOptions {
 
 /** What RetrieveRequestStatus says about one of our requests (we always send one destination). */
 export interface RequestStatusSummary {
-  /** SUCCESS, PROCESSING, FAILED, PARTIAL_SUCCESS or REQUEST_STATUS_UNKNOWN. */
+  /**
+   * SUCCESS, PROCESSING, FAILED, PARTIAL_SUCCESS or REQUEST_STATUS_UNKNOWN from Google; ours,
+   * REQUEST_REFUSED when Google will not report on this request id (its reason in `errors`).
+   */
   status: string;
   /** Events Google has processed for the request. */
   recordCount: number;
@@ -169,8 +172,10 @@ export class DataManagerRail implements RailClient {
   }
 
   /**
-   * Google's processing result for a request id from uploadConversions. Throws ReauthRequired /
-   * TokenEndpointUnavailable from the token exchange, or the gax error (with its gRPC `code`).
+   * Google's processing result for a request id from uploadConversions. A request Google will
+   * not report on (INVALID_ARGUMENT, NOT_FOUND) is REQUEST_REFUSED: asking again changes nothing.
+   * Throws ReauthRequired / TokenEndpointUnavailable from the token exchange, or any other gax
+   * error (with its gRPC `code`): unreachable, out of quota or not authorised now.
    */
   async requestStatus(destination: Destination, requestId: string): Promise<RequestStatusSummary> {
     const token = await this.accessTokens.get(destination.refreshToken);
@@ -183,9 +188,13 @@ export class DataManagerRail implements RailClient {
         errors: countsByReason(status?.errorInfo?.errorCounts),
         warnings: countsByReason(status?.warningInfo?.warningCounts),
       };
-    } catch (error) {
-      if (rpcError(error).code === Status.UNAUTHENTICATED) this.accessTokens.forget(destination.refreshToken);
-      throw error;
+    } catch (caught) {
+      const error = rpcError(caught);
+      if (error.code === Status.UNAUTHENTICATED) this.accessTokens.forget(destination.refreshToken);
+      if (error.code === Status.INVALID_ARGUMENT || error.code === Status.NOT_FOUND) {
+        return { status: "REQUEST_REFUSED", recordCount: 0, errors: { [error.reason ?? Status[error.code]]: 0 }, warnings: {} };
+      }
+      throw caught;
     }
   }
 

@@ -52,6 +52,8 @@ export interface DataManagerBehaviour {
   latencyMs?: number;
   /** Processing errors RetrieveRequestStatus reports (then PARTIAL_SUCCESS), by ProcessingErrorReason name. */
   processingErrors?: Record<string, number>;
+  /** A status RetrieveRequestStatus answers every call with while set (UNAVAILABLE, RESOURCE_EXHAUSTED, ...). */
+  failStatus?: grpc.status;
 }
 
 export interface DataManagerFakeOptions {
@@ -68,6 +70,8 @@ export interface DataManagerFake {
   accepted: FakeIngestEventsRequest[];
   /** Calls refused as UNAUTHENTICATED (never recorded in `requests`). */
   unauthenticated: number;
+  /** The request id of every authenticated RetrieveRequestStatus call, answered or not. */
+  statusAsked: string[];
   behave(behaviour: DataManagerBehaviour): void;
   /** Forget recorded requests and behaviour. */
   reset(): void;
@@ -99,6 +103,7 @@ export async function startDataManagerFake(options: DataManagerFakeOptions): Pro
     requests: [],
     accepted: [],
     unauthenticated: 0,
+    statusAsked: [],
     behave(next) {
       // A copy: the fake counts failNext down.
       behaviour = { ...behaviour, ...next, ...(next.failNext ? { failNext: { ...next.failNext } } : {}) };
@@ -108,6 +113,7 @@ export async function startDataManagerFake(options: DataManagerFakeOptions): Pro
       fake.requests.length = 0;
       fake.accepted.length = 0;
       fake.unauthenticated = 0;
+      fake.statusAsked.length = 0;
       processed.clear();
     },
     close: async () => {
@@ -153,6 +159,10 @@ export async function startDataManagerFake(options: DataManagerFakeOptions): Pro
     async RetrieveRequestStatus(call: grpc.ServerUnaryCall<{ request_id?: string }, unknown>, callback: grpc.sendUnaryData<unknown>) {
       const refused = await admit(call);
       if (refused) return callback(refused);
+      fake.statusAsked.push(call.request.request_id ?? "");
+      if (behaviour.failStatus !== undefined) {
+        return callback({ code: behaviour.failStatus, details: `Simulated ${grpc.status[behaviour.failStatus]}.` });
+      }
       const request = processed.get(call.request.request_id ?? "");
       if (!request) return callback(details.invalidArgument("INVALID_REQUEST_ID", "request_id", "No request with this id."));
       const errors = Object.entries(behaviour.processingErrors ?? {});
