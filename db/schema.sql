@@ -2243,21 +2243,21 @@ CREATE FUNCTION app_private.ensure_quota_shards(site app_public.sites, period da
     LANGUAGE plpgsql
     AS $$
 declare
-  v_shards constant integer := 16;
-  v_left bigint;
+  v_site app_public.sites;
 begin
   if site.monthly_event_quota is null
      or exists (select 1 from app_private.quota_shards q where q.site_id = site.id and q.period = ensure_quota_shards.period) then
     return;
   end if;
-  select greatest(site.monthly_event_quota - pg_catalog.count(*), 0) into v_left
-    from app_public.ingest_idempotency l
-   where l.site_id = site.id and l.billable
-     and l.occurred_at >= (app_private.period_bounds(ensure_quota_shards.period)).starts_at
-     and l.occurred_at < (app_private.period_bounds(ensure_quota_shards.period)).ends_at;
+  -- The quota as it stands now, not as the request found it, and held until commit: a change
+  -- being made waits for these shards and then recounts them, or these wait for the change.
+  select s.* into v_site from app_public.sites s where s.id = site.id for share;
+  if v_site.monthly_event_quota is null then
+    return;
+  end if;
   insert into app_private.quota_shards (site_id, period, shard, remaining)
-  select site.id, ensure_quota_shards.period, s, v_left / v_shards + case when s < v_left % v_shards then 1 else 0 end
-    from pg_catalog.generate_series(0, v_shards - 1) as s
+  select v_site.id, ensure_quota_shards.period, s.shard, s.remaining
+    from app_private.quota_shares(app_private.quota_left(v_site, ensure_quota_shards.period)) s
   on conflict do nothing;
 end;
 $$;
@@ -3500,6 +3500,43 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) IS 'Extends or opens the visitor''s last session for an in-order event (returns session_id), or says from when to re-derive sessions for a late one (rebuild_since).';
+
+--
+-- Name: quota_left(app_public.sites, date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.quota_left(site app_public.sites, period date) RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$
+  select greatest(site.monthly_event_quota - pg_catalog.count(*), 0)
+    from app_public.ingest_idempotency l
+   where l.site_id = site.id and l.billable
+     and l.occurred_at >= (app_private.period_bounds(quota_left.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(quota_left.period)).ends_at;
+$$;
+
+--
+-- Name: FUNCTION quota_left(site app_public.sites, period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.quota_left(site app_public.sites, period date) IS 'The site''s monthly quota less the billable events of that month in the ledger (never below 0).';
+
+--
+-- Name: quota_shares(bigint); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.quota_shares(total bigint) RETURNS TABLE(shard smallint, remaining bigint)
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  select s::smallint, quota_shares.total / 16 + case when s < quota_shares.total % 16 then 1 else 0 end
+    from pg_catalog.generate_series(0, 15) as s;
+$$;
+
+--
+-- Name: FUNCTION quota_shares(total bigint); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.quota_shares(total bigint) IS 'Splits what is left of a month''s quota over its 16 shards.';
 
 --
 -- Name: rebuild_sessions(uuid, text, timestamp with time zone, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5037,6 +5074,38 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.tg_site_members__keep_an_owner() IS 'Refuses to remove or demote a site''s last owner (OMOWN). Security definer: it must see the site and every owner, whatever the caller may see.';
+
+--
+-- Name: tg_sites__apply_quota_change(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_sites__apply_quota_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_period date;
+begin
+  for v_period in
+    select distinct q.period from app_private.quota_shards q
+     where q.site_id = new.id
+       and q.period >= pg_catalog.date_trunc('month', (pg_catalog.now() - interval '7 days') at time zone 'UTC')::date
+     order by 1
+  loop
+    perform 1 from app_private.quota_shards q where q.site_id = new.id and q.period = v_period order by q.shard for update;
+    update app_private.quota_shards q set remaining = s.remaining
+      from app_private.quota_shares(app_private.quota_left(new, v_period)) s
+     where q.site_id = new.id and q.period = v_period and q.shard = s.shard;
+  end loop;
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_sites__apply_quota_change(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_sites__apply_quota_change() IS 'Recounts what is left of a site''s quota for the months still taking events when the quota changes.';
 
 --
 -- Name: tg_sites__issue_call_event_secret(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -7416,6 +7485,12 @@ CREATE TRIGGER _200_issue_call_event_secret AFTER INSERT ON app_public.sites FOR
 CREATE TRIGGER _210_issue_salt AFTER INSERT ON app_public.sites FOR EACH ROW EXECUTE FUNCTION app_private.tg_sites__issue_salt();
 
 --
+-- Name: sites _300_apply_quota_change; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _300_apply_quota_change AFTER UPDATE OF monthly_event_quota ON app_public.sites FOR EACH ROW WHEN (((new.monthly_event_quota IS NOT NULL) AND (new.monthly_event_quota IS DISTINCT FROM old.monthly_event_quota))) EXECUTE FUNCTION app_private.tg_sites__apply_quota_change();
+
+--
 -- Name: api_keys _500_audit; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -8651,6 +8726,18 @@ REVOKE ALL ON FUNCTION app_private.period_start(period date) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visitor_id text, event_id uuid, occurred_at timestamp with time zone, type text, url text, referrer text, site_domain text, OUT session_id uuid, OUT rebuild_since timestamp with time zone, OUT rebuild_since_event_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION quota_left(site app_public.sites, period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.quota_left(site app_public.sites, period date) FROM PUBLIC;
+
+--
+-- Name: FUNCTION quota_shares(total bigint); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.quota_shares(total bigint) FROM PUBLIC;
+
+--
 -- Name: FUNCTION rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -8837,6 +8924,12 @@ REVOKE ALL ON FUNCTION app_private.tg_offline_conversion_queue__destination() FR
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_site_members__keep_an_owner() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_sites__apply_quota_change(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_sites__apply_quota_change() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_sites__issue_call_event_secret(); Type: ACL; Schema: app_private; Owner: -

@@ -5,7 +5,7 @@
  * service's pool serves them on parallel connections.
  */
 import { randomUUID } from "node:crypto";
-import { createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
+import { becomeUser, createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
 import { startTestService, TestService } from "./helpers/http";
 
 const ORIGIN = "https://shop.example";
@@ -174,6 +174,63 @@ describe("monthly quota under concurrency", () => {
     expect(sum(botResults, (r) => r.accepted)).toBe(10);
     expect(sum(humanResults, (r) => r.accepted)).toBe(quota);
     expect(await stored(site.id)).toEqual({ ledger: 10 + quota, billable: quota, events: 10 + quota, remaining: 0 });
+  });
+});
+
+describe("a monthly quota changed mid-month", () => {
+  /** As the site's owner, the way a dashboard changes it (update_site_settings, visitor role). */
+  async function setQuota(siteId: string, quota: number): Promise<void> {
+    const client = await getRootPool().connect();
+    try {
+      await client.query("begin");
+      await becomeUser(client, { userId: ownerId });
+      await client.query("select app_public.update_site_settings($1, monthly_event_quota => $2)", [siteId, quota]);
+      await client.query("commit");
+    } catch (error) {
+      await client.query("rollback");
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+  const accepted = async (site: Site, count: number, ts: string) => {
+    const result = await sync(site, Array.from({ length: count }, () => event({ ts })));
+    return { accepted: result.accepted, refused: result.rejected.map((r) => r.error) };
+  };
+
+  test("applies at once: raised, the new room is there; lowered below what is used, nothing more goes; set again, recounted from the ledger", async () => {
+    const site = await createTrackedSite(2);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    expect(await accepted(site, 3, ts)).toEqual({ accepted: 2, refused: ["quota_exceeded"] });
+
+    await setQuota(site.id, 5);
+    expect((await stored(site.id)).remaining).toBe(3);
+    expect(await accepted(site, 4, ts)).toEqual({ accepted: 3, refused: ["quota_exceeded"] });
+
+    await setQuota(site.id, 4);
+    expect((await stored(site.id)).remaining).toBe(0);
+    expect(await accepted(site, 1, ts)).toEqual({ accepted: 0, refused: ["quota_exceeded"] });
+
+    // Unlimited for a while (no quota, shards untouched), then a quota again: what is left is
+    // counted from the ledger, not from the shards' stale figures.
+    await getRootPool().query("update app_public.sites set monthly_event_quota = null where id = $1", [site.id]);
+    expect(await accepted(site, 3, ts)).toEqual({ accepted: 3, refused: [] });
+    await setQuota(site.id, 10);
+    expect(await stored(site.id)).toEqual({ ledger: 8, billable: 8, events: 8, remaining: 2 });
+    expect(await accepted(site, 3, ts)).toEqual({ accepted: 2, refused: ["quota_exceeded"] });
+  });
+
+  test("raised while events race for the last units: never one billable event over the new quota", async () => {
+    const site = await createTrackedSite(10);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const racing = Promise.all(Array.from({ length: 30 }, () => sync(site, [event({ ts })])));
+    await setQuota(site.id, 20);
+    const results = await racing;
+    const taken = sum(results, (r) => r.accepted);
+    expect(sum(results, (r) => r.rejected.length)).toBe(30 - taken);
+    expect(await stored(site.id)).toEqual({ ledger: taken, billable: taken, events: taken, remaining: 20 - taken });
+    expect(taken).toBeLessThanOrEqual(20);
+    expect(taken).toBeGreaterThanOrEqual(10);
   });
 });
 
