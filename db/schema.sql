@@ -4360,7 +4360,9 @@ CREATE FUNCTION app_private.schedule_next_upload(site_id uuid) RETURNS void
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select app_private.enqueue_upload(schedule_next_upload.site_id, 'google', n.next_at)
-    from (select min(case when q.status = 'pending' then q.retry_at else q.sent_at + interval '5 minutes' end) as next_at
+    from (select min(case when q.status = 'pending' then q.retry_at
+                          when q.sent_at > pg_catalog.now() - interval '5 minutes' then q.sent_at + interval '5 minutes'
+                          else pg_catalog.now() + least(pg_catalog.now() - q.sent_at, interval '1 hour') end) as next_at
             from app_public.offline_conversion_queue q
            where q.site_id = schedule_next_upload.site_id
              and ((q.stage = 'open' and q.status = 'pending') or (q.stage = 'sent' and app_private.awaits_request_status(q)))) n

@@ -176,6 +176,19 @@ function deliver(site: TestSite): Promise<DeliverySummary> {
   return deliverSiteConversions({ owner, vault, rails }, site.id);
 }
 
+/** A run as the worker would start it: the site's upload job, if any, is taken off first. */
+async function deliverFromScratch(site: TestSite): Promise<DeliverySummary> {
+  await root().query("delete from graphile_worker._private_jobs where key = $1", [`upload_conversions:google:${site.id}`]);
+  return deliver(site);
+}
+
+/** Seconds until the site's upload job runs again (negative when already due), or undefined when none waits. */
+async function secondsToNextRun(site: TestSite): Promise<number | undefined> {
+  const { rows } = await root().query("select extract(epoch from run_at - now())::float8 as seconds from graphile_worker.jobs where key = $1",
+    [`upload_conversions:google:${site.id}`]);
+  return rows[0]?.seconds;
+}
+
 /** Every ClickConversion the Google Ads fake was sent, in order. */
 const clickConversions = (): ProtoObject[] =>
   ads.requests.filter((r) => r.method === "UploadClickConversions").flatMap((r) => r.request.conversions ?? []);
@@ -679,13 +692,10 @@ describe("Data Manager API rail", () => {
     await confirmSale(site.id);
     // Taken by Google's scheduled import ten minutes ago: nothing left to ask or send.
     await root().query("update app_public.offline_conversion_queue set status = 'sent', request_id = 'csv', sent_at = now() - interval '10 minutes' where site_id = $1", [site.id]);
-    const key = `upload_conversions:google:${site.id}`;
-    await root().query("delete from graphile_worker._private_jobs where key = $1", [key]);
-
-    expect(await deliver(site)).toMatchObject({ claimed: 0 });
+    expect(await deliverFromScratch(site)).toMatchObject({ claimed: 0 });
     // Before migration 000034 the run scheduled the next one for five minutes after the CSV
     // took the rows, already past: the job ran again at once, and again, for two days.
-    expect((await root().query("select run_at from graphile_worker.jobs where key = $1", [key])).rows).toEqual([]);
+    expect(await secondsToNextRun(site)).toBeUndefined();
   });
 
   test("a request Google will not report on is asked about once: its rows stay sent with Google's reason, and the site's other requests settle", async () => {
@@ -719,13 +729,42 @@ describe("Data Manager API rail", () => {
     await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1", [site.id]);
 
     dm.behave({ failStatus: grpcStatus.UNAVAILABLE });
-    await deliver(site);
+    await deliverFromScratch(site);
     expect(dm.statusAsked).toHaveLength(1);
     expect(await rowOf(site.id, order)).toMatchObject({ status: "sent", last_error_code: null });
+    // Not straight back (migration 000036): as long as the request is old, ten minutes here.
+    expect(await secondsToNextRun(site)).toBeGreaterThan(9 * 60);
 
     dm.behave({ failStatus: undefined });
     await deliver(site);
     expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted", last_error_code: null });
+  });
+
+  test("a request Google is still processing is asked again after a wait as long as its age, from 5 minutes up to an hour; never at once", async () => {
+    const site = await createDeliverySite("datamanager");
+    const order = await confirmSale(site.id);
+    expect(await deliverFromScratch(site)).toMatchObject({ sent: 1 });
+    const near = (seconds: number | undefined, expected: number) => expect(Math.abs(seconds! - expected)).toBeLessThan(30);
+    near(await secondsToNextRun(site), 5 * 60); // first asked five minutes after the upload
+
+    dm.behave({ processing: true });
+    const age = async (interval: string) =>
+      root().query(`update app_public.offline_conversion_queue set sent_at = sent_at - interval '${interval}' where site_id = $1`, [site.id]);
+    await age("10 minutes");
+    await deliverFromScratch(site);
+    expect(dm.statusAsked).toHaveLength(1);
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "sent", last_error_code: null });
+    // Before migration 000036 this run's successor was due at once, and so on while Google worked.
+    near(await secondsToNextRun(site), 10 * 60);
+
+    await age("1 day");
+    await deliverFromScratch(site);
+    near(await secondsToNextRun(site), 60 * 60);
+
+    dm.behave({ processing: false });
+    await deliverFromScratch(site);
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted" });
+    expect(await secondsToNextRun(site)).toBeUndefined();
   });
 
   test("a batch with one row Google refuses: that row fails with Google's reason, the others are sent and later accepted", async () => {

@@ -54,6 +54,8 @@ export interface DataManagerBehaviour {
   processingErrors?: Record<string, number>;
   /** A status RetrieveRequestStatus answers every call with while set (UNAVAILABLE, RESOURCE_EXHAUSTED, ...). */
   failStatus?: grpc.status;
+  /** RetrieveRequestStatus says PROCESSING: Google has not finished with the request. */
+  processing?: boolean;
 }
 
 export interface DataManagerFakeOptions {
@@ -169,7 +171,7 @@ export async function startDataManagerFake(options: DataManagerFakeOptions): Pro
       callback(null, {
         request_status_per_destination: [{
           destination: request.destination,
-          request_status: errors.length > 0 ? "PARTIAL_SUCCESS" : "SUCCESS",
+          request_status: behaviour.processing ? "PROCESSING" : errors.length > 0 ? "PARTIAL_SUCCESS" : "SUCCESS",
           events_ingestion_status: { record_count: String(request.records) },
           error_info: { error_counts: errors.map(([reason, count]) => ({ reason, record_count: String(count) })) },
         }],
