@@ -4321,6 +4321,17 @@ begin
                           where q.site_id = d.site_id and q.stage = 'open' and q.retry_at <= pg_catalog.now()) lag
      where d.status <> 'paused'
     union all
+    -- Tracking is not about to go blind: what is left of this month's event quota (its 16 shards).
+    select s.id, 'event_quota',
+           case when q.left_now = 0 then 'fail' when q.left_now * 10 <= s.monthly_event_quota then 'warn' else 'ok' end,
+           pg_catalog.jsonb_build_object('period', q.period, 'quota', s.monthly_event_quota, 'left', q.left_now)
+      from app_public.sites s
+     cross join lateral (select p.period, coalesce(sum(sh.remaining), s.monthly_event_quota) as left_now
+                           from (select pg_catalog.date_trunc('month', pg_catalog.now() at time zone 'UTC')::date as period) p
+                           left join app_private.quota_shards sh on sh.site_id = s.id and sh.period = p.period
+                          group by p.period) q
+     where s.monthly_event_quota is not null
+    union all
     -- No erasure request waits more than a day.
     select e.site_id, 'erasure_requests',
            case when count(*) filter (where e.status <> 'completed' and e.requested_at < pg_catalog.now() - interval '24 hours') > 0
@@ -6937,7 +6948,7 @@ COMMENT ON COLUMN app_public.watchtower_checks.site_id IS 'The site.';
 -- Name: COLUMN watchtower_checks.check_name; Type: COMMENT; Schema: app_public; Owner: -
 --
 
-COMMENT ON COLUMN app_public.watchtower_checks.check_name IS 'destination_credentials, delivery_lag or erasure_requests.';
+COMMENT ON COLUMN app_public.watchtower_checks.check_name IS 'destination_credentials, delivery_lag, event_quota or erasure_requests.';
 
 --
 -- Name: COLUMN watchtower_checks.status; Type: COMMENT; Schema: app_public; Owner: -

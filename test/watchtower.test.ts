@@ -1,6 +1,6 @@
 /*
  * Watchtower: the watchtower task's verdicts on each site (destination credentials, delivery
- * lag, erasure requests), how a verdict's status_since holds while it holds, checks that stop
+ * lag, event quota, erasure requests), how a verdict's status_since holds while it holds, checks that stop
  * applying disappear, and only a site's members read its verdicts through GraphQL.
  */
 import { Logger, makeWorkerUtils, runOnce } from "graphile-worker";
@@ -101,6 +101,38 @@ test("status_since holds while the verdict holds and moves when it changes; chec
   const third = (await verdicts(siteId)).delivery_lag;
   expect(third.status).toBe("fail");
   expect(third.status_since).toEqual(third.checked_at);
+});
+
+test.each([
+  [0, "ok", 10],
+  [9, "warn", 1],
+  [10, "fail", 0],
+])("quota 10 with %i events taken this month: event_quota %s, with what is left", async (taken, status, left) => {
+  const { siteId } = await siteWithDestination();
+  await root().query("update app_public.sites set monthly_event_quota = 10 where id = $1", [siteId]);
+  // Units taken the way ingestion takes them: the month's shards, then one unit per billable event.
+  const month = "date_trunc('month', now() at time zone 'UTC')::date";
+  await root().query(`select app_private.ensure_quota_shards(s, ${month}) from app_public.sites s where s.id = $1`, [siteId]);
+  const { rows: [took] } = await root().query(
+    `select count(*) filter (where app_private.take_quota(s, ${month}))::int as n
+       from app_public.sites s cross join generate_series(1, $2) where s.id = $1`, [siteId, taken]);
+  expect(took.n).toBe(taken);
+  await runChecks();
+  expect((await verdicts(siteId)).event_quota).toMatchObject({ status, detail: { quota: 10, left } });
+});
+
+test("a site without a quota has no event_quota verdict; one with a quota and no event yet this month is ok", async () => {
+  const { siteId } = await siteWithDestination();
+  await runChecks();
+  expect((await verdicts(siteId)).event_quota).toBeUndefined();
+  await root().query("update app_public.sites set monthly_event_quota = 0 where id = $1", [siteId]);
+  await runChecks();
+  expect((await verdicts(siteId)).event_quota).toMatchObject({ status: "fail", detail: { quota: 0, left: 0 } });
+  await root().query("update app_public.sites set monthly_event_quota = 500 where id = $1", [siteId]);
+  await runChecks();
+  const verdict = (await verdicts(siteId)).event_quota;
+  expect(verdict).toMatchObject({ status: "ok", detail: { quota: 500, left: 500 } });
+  expect(verdict.detail.period).toMatch(/^\d{4}-\d{2}-01$/);
 });
 
 test("an erasure request waiting more than a day fails erasure_requests; a fresh one does not", async () => {
