@@ -2225,7 +2225,7 @@ begin
   end if;
   perform graphile_worker.add_job('upload_conversions',
     pg_catalog.json_build_object('site_id', enqueue_upload.site_id, 'provider', enqueue_upload.provider),
-    job_key => v_key, job_key_mode => 'replace', run_at => least(v_run_at, v_waiting));
+    queue_name => v_key, job_key => v_key, job_key_mode => 'replace', run_at => least(v_run_at, v_waiting));
 end;
 $$;
 

@@ -9,6 +9,7 @@
  * editors and up; undoing a sealed call cancels a pending conversion and queues a retraction
  * of a delivered one.
  */
+import { Logger, runOnce } from "graphile-worker";
 import pg from "pg";
 import {
   addMember, becomeRoot, becomeUser, closeRootPool, createApiKey, createUser, getRootPool, sqlState, unique, withRootDb,
@@ -929,5 +930,46 @@ describe("withdrawal when a sealed call is undone", () => {
       await client.query("select app_public.undo_call_action($1, $2)", [site.id, callId]);
       expect((await queueRows(client, site.id)).map((r) => [r.kind, r.status])).toEqual([["conversion", "failed"]]);
     });
+  });
+});
+
+/* ------------------------------------------------------------------ one run per site */
+
+describe("one upload run per site at a time", () => {
+  test("a job added while the site's run is under way waits in the site's named queue until that run ends", async () => {
+    const pool = getRootPool();
+    const site = await committedSite();
+    await confirmSale(pool, site.id);
+    const first = (await uploadJob(pool, site.id))!;
+    const queueOf = async (jobId: string) =>
+      (await pool.query("select queue_name from graphile_worker.jobs where id = $1", [jobId])).rows[0]?.queue_name;
+    expect(await queueOf(first.id)).toBe(`upload_conversions:google:${site.id}`);
+
+    // A worker takes the job, as graphile-worker does: the job and its queue are locked.
+    await pool.query("update graphile_worker._private_jobs set locked_at = now(), locked_by = 'worker-a' where id = $1", [first.id]);
+    await pool.query(
+      `update graphile_worker._private_job_queues q set locked_at = now(), locked_by = 'worker-a'
+         from graphile_worker._private_jobs j where j.id = $1 and q.id = j.job_queue_id`, [first.id]);
+    // A sale while that run goes on: a second job (the first, locked, cannot be replaced), same queue.
+    await confirmSale(pool, site.id);
+    const second = (await uploadJob(pool, site.id))!;
+    expect(second.id).not.toBe(first.id);
+    expect(await queueOf(second.id)).toBe(`upload_conversions:google:${site.id}`);
+
+    const ran: string[] = [];
+    const silent = new Logger(() => () => undefined);
+    const runDueJobs = () => runOnce({
+      pgPool: pool, logger: silent,
+      taskList: { upload_conversions: async (payload) => { ran.push((payload as { site_id: string }).site_id); } },
+    });
+    await runDueJobs();
+    expect(ran).not.toContain(site.id); // a second run beside the first would have started here
+
+    // The first run ends as graphile-worker ends one: its job goes and its queue is unlocked.
+    await pool.query(
+      `with done as (delete from graphile_worker._private_jobs where id = $1 returning job_queue_id)
+       update graphile_worker._private_job_queues q set locked_at = null, locked_by = null from done where q.id = done.job_queue_id`, [first.id]);
+    await runDueJobs();
+    expect(ran.filter((id) => id === site.id)).toHaveLength(1);
   });
 });

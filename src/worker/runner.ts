@@ -35,6 +35,8 @@ const workerLogger = new WorkerLogger((scope) => (level, message, meta) => {
 export const WORKER_CONCURRENCY = 2;
 
 export async function startWorker(pool: pg.Pool, { concurrency = WORKER_CONCURRENCY } = {}): Promise<Runner> {
+  // No localQueue: with it, graphile-worker 0.17 can run two jobs of one named queue at once
+  // (graphile/worker#621), and a site's upload runs must take turns (migration 000038).
   const runner = await run({
     pgPool: pool,
     taskList: loadTaskList(),
