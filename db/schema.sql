@@ -5064,6 +5064,29 @@ $$;
 COMMENT ON FUNCTION app_private.tg_offline_conversion_queue__destination() IS 'Queues a conversion for its site''s live destination (one per site), so claiming it changes no indexed column.';
 
 --
+-- Name: tg_offline_conversion_queue__forget_erased_order_id(); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.tg_offline_conversion_queue__forget_erased_order_id() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+begin
+  if exists (select 1 from app_public.sales s
+              where s.site_id = new.site_id and s.id = new.sale_id and s.external_id = 'erased:' || s.id::text) then
+    new.order_id := 'erased:' || new.sale_id::text;
+  end if;
+  return new;
+end;
+$$;
+
+--
+-- Name: FUNCTION tg_offline_conversion_queue__forget_erased_order_id(); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.tg_offline_conversion_queue__forget_erased_order_id() IS 'Replaces a finished retraction''s order id when erasure replaced its sale''s (the id was the subject''s own data).';
+
+--
 -- Name: tg_site_members__keep_an_owner(); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -7486,6 +7509,12 @@ CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.sites FOR EACH 
 CREATE TRIGGER _100_touch_updated_at BEFORE UPDATE ON app_public.users FOR EACH ROW EXECUTE FUNCTION app_private.tg__touch_updated_at();
 
 --
+-- Name: offline_conversion_queue _200_forget_erased_order_id; Type: TRIGGER; Schema: app_public; Owner: -
+--
+
+CREATE TRIGGER _200_forget_erased_order_id BEFORE UPDATE OF status ON app_public.offline_conversion_queue FOR EACH ROW WHEN (((new.kind = 'retraction'::text) AND (new.status = ANY (ARRAY['accepted'::text, 'failed'::text, 'cancelled'::text])) AND (new.order_id IS DISTINCT FROM ('erased:'::text || (new.sale_id)::text)))) EXECUTE FUNCTION app_private.tg_offline_conversion_queue__forget_erased_order_id();
+
+--
 -- Name: sites _200_issue_call_event_secret; Type: TRIGGER; Schema: app_public; Owner: -
 --
 
@@ -8931,6 +8960,12 @@ REVOKE ALL ON FUNCTION app_private.tg__touch_updated_at() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.tg_offline_conversion_queue__destination() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_offline_conversion_queue__forget_erased_order_id(); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.tg_offline_conversion_queue__forget_erased_order_id() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_site_members__keep_an_owner(); Type: ACL; Schema: app_private; Owner: -

@@ -286,6 +286,46 @@ describe("the residue scan: CRM order ids", () => {
     }));
 });
 
+describe("the residue scan: a retraction's order id", () => {
+  test("a delivered sale whose order id is the subject's email: its retraction keeps the id only until Google has it", () =>
+    withRootDb(async (client) => {
+      const { a, z } = await seedWorld(client);
+      const { rows: [sale] } = await client.query(
+        "select (app_public.confirm_sale_and_enqueue($1, $2, 10, 'TRY', now(), visitor_id => $3)).id", [a.id, z.values.email, z.values.visitor]);
+      // Google took the conversion, under the CRM's order id: the subject's email.
+      await client.query("update app_public.offline_conversion_queue set status = 'accepted' where site_id = $1 and sale_id = $2", [a.id, sale.id]);
+      const needles = await needlesFor(client, a.id, z.values);
+      const request = await requestErasure(client, a.id, "email", z.values.email);
+      await runTask(client, request.id);
+      const hits = async () => (await scanDatabase(client, needles)).map((h) => `${h.relation}.${h.column}: ${h.label}`);
+      // Waiting to go, the retraction must still name the order Google should withdraw.
+      const retraction = "select status, order_id from app_public.offline_conversion_queue where site_id = $1 and sale_id = $2 and kind = 'retraction'";
+      expect((await client.query(retraction, [a.id, sale.id])).rows).toEqual([{ status: "pending", order_id: z.values.email }]);
+      const waiting = await hits();
+      expect(waiting.length).toBeGreaterThan(0);
+      for (const hit of waiting) expect(hit).toMatch(/^app_public\.offline_conversion_queue\.order_id: /);
+      // Google takes it (the upload loop's outcome write): the id goes with that write.
+      await client.query("update app_public.offline_conversion_queue set status = 'accepted' where site_id = $1 and sale_id = $2 and kind = 'retraction'",
+        [a.id, sale.id]);
+      expect((await client.query(retraction, [a.id, sale.id])).rows).toEqual([{ status: "accepted", order_id: `erased:${sale.id}` }]);
+      expect(await hits()).toEqual([]);
+    }));
+
+  test("a retraction whose order id was never personal keeps it", () =>
+    withRootDb(async (client) => {
+      const { a, z } = await seedWorld(client);
+      const { rows: [sale] } = await client.query(
+        "select (app_public.confirm_sale_and_enqueue($1, 'CRM-77', 10, 'TRY', now(), visitor_id => $2)).id", [a.id, z.values.visitor]);
+      await client.query("update app_public.offline_conversion_queue set status = 'accepted' where site_id = $1 and sale_id = $2", [a.id, sale.id]);
+      const request = await requestErasure(client, a.id, "visitor_id", z.values.visitor);
+      await runTask(client, request.id);
+      await client.query("update app_public.offline_conversion_queue set status = 'accepted' where site_id = $1 and sale_id = $2 and kind = 'retraction'",
+        [a.id, sale.id]);
+      const { rows } = await client.query("select order_id from app_public.offline_conversion_queue where site_id = $1 and sale_id = $2 order by kind", [a.id, sale.id]);
+      expect(rows).toEqual([{ order_id: "CRM-77" }, { order_id: "CRM-77" }]);
+    }));
+});
+
 /* ------------------------------------------------------------------ billing */
 
 describe("billing after erasure", () => {
