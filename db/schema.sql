@@ -4484,7 +4484,12 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET jit TO 'off'
     AS $$
-  with site as materialized (select st.timezone from app_public.sites st where st.id = shape_conversion_payloads.site_id)
+  -- The site's time zone, and whether its live destination can send a call conversion (only the
+  -- Google Ads rail can: Data Manager takes a click id, an email or a phone).
+  with site as materialized (select st.timezone,
+                                    exists (select 1 from app_public.destinations d
+                                             where d.site_id = st.id and d.status <> 'paused' and d.rail = 'google_ads') as sends_calls
+                               from app_public.sites st where st.id = shape_conversion_payloads.site_id)
   select q.id, q.kind, q.order_id, q.click_id, q.click_id_type,
          app_private.google_time(t.conversion_at, st.timezone),
          case when q.kind = 'retraction' then app_private.google_time(pg_catalog.now(), st.timezone) end,
@@ -4497,9 +4502,10 @@ CREATE FUNCTION app_private.shape_conversion_payloads(site_id uuid, queued app_p
          case when q.ad_user_data = 'granted' then c.caller end,
          case when q.ad_user_data = 'granted' then app_private.google_time(c.started_at, st.timezone) end,
          -- A conversion Google cannot match (no click id, and no caller, email or phone it may
-         -- use) is not sent: it waits for a click id to turn up, for 7 days after the sale.
+         -- use; a caller only where the rail sends calls) is not sent: it waits for a click id to
+         -- turn up, for 7 days after the sale.
          case when q.kind = 'conversion' and q.click_id is null
-                   and (q.ad_user_data <> 'granted' or (c.caller is null and i.email_sha256 is null and i.phone_sha256 is null))
+                   and (q.ad_user_data <> 'granted' or ((c.caller is null or not st.sends_calls) and i.email_sha256 is null and i.phone_sha256 is null))
               then case when q.conversion_at < pg_catalog.now() - interval '7 days' then 'NO_IDENTIFIER' else 'AWAITING_CLICK_ID' end
          end
     from site st
