@@ -1596,7 +1596,8 @@ begin
   delete from app_public.consents c where c.site_id = v_request.site_id and c.visitor_hash = any(v.consent_hashes);
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('consents_deleted', v_count);
   update app_public.calls c
-     set caller = null, visitor_id = null, gclid = null, session_id = null, click_id = null, click_id_type = null
+     set caller = null, visitor_id = null, gclid = null, session_id = null, click_id = null, click_id_type = null,
+         erased_at = coalesce(c.erased_at, pg_catalog.now())
    where c.site_id = v_request.site_id and c.id = any(v.call_ids);
   get diagnostics v_count = row_count; v_receipt := v_receipt || pg_catalog.jsonb_build_object('calls_stripped', v_count);
   update app_public.conversations c set session_id = null
@@ -2754,6 +2755,7 @@ CREATE TABLE app_public.calls (
     received_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     via_google_forwarding boolean DEFAULT false NOT NULL,
+    erased_at timestamp with time zone,
     CONSTRAINT calls_attribution_tier CHECK ((attribution_tier = ANY (ARRAY['S1'::text, 'S2'::text, 'S3'::text, 'S4'::text, 'S5'::text]))),
     CONSTRAINT calls_call_id_format CHECK ((call_id ~ '^[A-Za-z0-9_.:-]{1,200}$'::text)),
     CONSTRAINT calls_caller_e164 CHECK ((caller ~ '^\+[1-9][0-9]{6,14}$'::text)),
@@ -2876,6 +2878,12 @@ COMMENT ON COLUMN app_public.calls.updated_at IS 'When the call last changed.';
 --
 
 COMMENT ON COLUMN app_public.calls.via_google_forwarding IS 'The call came through a Google forwarding number (the provider said so): its conversion is uploaded as a call conversion.';
+
+--
+-- Name: COLUMN calls.erased_at; Type: COMMENT; Schema: app_public; Owner: -
+--
+
+COMMENT ON COLUMN app_public.calls.erased_at IS 'When an erasure stripped this call of its subject''s data; later events about the call add none back.';
 
 --
 -- Name: lock_call_for_action(uuid, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -3759,18 +3767,19 @@ begin
   values (record_call_event.site_id, body ->> 'call_id', v_status, body ->> 'caller', body ->> 'tracking_number', v_started_at,
           coalesce((body ->> 'duration_s')::integer, 0), body ->> 'visitor_id', v_session.id, body ->> 'gclid',
           v_tier, v_source, v_click_id, v_click_type, coalesce((body ->> 'google_forwarding')::boolean, false))
+  -- A call whose subject was erased takes no personal data from later events about it.
   on conflict on constraint calls_site_call_id_key do update set
     status = case when (v_rank ->> excluded.status)::int > (v_rank ->> c.status)::int then excluded.status else c.status end,
     duration_s = greatest(c.duration_s, excluded.duration_s),
-    caller = coalesce(c.caller, excluded.caller),
+    caller = case when c.erased_at is null then coalesce(c.caller, excluded.caller) end,
     tracking_number = coalesce(c.tracking_number, excluded.tracking_number),
-    visitor_id = coalesce(c.visitor_id, excluded.visitor_id),
-    gclid = coalesce(c.gclid, excluded.gclid),
-    session_id = coalesce(c.session_id, excluded.session_id),
+    visitor_id = case when c.erased_at is null then coalesce(c.visitor_id, excluded.visitor_id) end,
+    gclid = case when c.erased_at is null then coalesce(c.gclid, excluded.gclid) end,
+    session_id = case when c.erased_at is null then coalesce(c.session_id, excluded.session_id) end,
     attribution_tier = coalesce(c.attribution_tier, excluded.attribution_tier),
     attribution_source = coalesce(c.attribution_source, excluded.attribution_source),
-    click_id = coalesce(c.click_id, excluded.click_id),
-    click_id_type = coalesce(c.click_id_type, excluded.click_id_type),
+    click_id = case when c.erased_at is null then coalesce(c.click_id, excluded.click_id) end,
+    click_id_type = case when c.erased_at is null then coalesce(c.click_id_type, excluded.click_id_type) end,
     via_google_forwarding = c.via_google_forwarding or excluded.via_google_forwarding,
     updated_at = pg_catalog.now()
   returning * into v_call;
@@ -4666,7 +4675,8 @@ begin
 
     -- Consent decides what is kept: without analytics consent no raw visitor id, no device
     -- data, and the visitor is known only by a hash whose salt changes every day.
-    if v_event.event -> 'consent' is null and not v_consents ? v_event.visitor_id then
+    -- "consent": null is no consent given, as validation reads it: the visitor's recorded choice applies.
+    if nullif(v_event.event -> 'consent', 'null'::jsonb) is null and not v_consents ? v_event.visitor_id then
       if v_salt is null then
         select s.salt into v_salt from app_private.site_salts s where s.site_id = v_site.id;
       end if;

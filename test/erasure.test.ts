@@ -326,6 +326,31 @@ describe("the residue scan: a retraction's order id", () => {
     }));
 });
 
+describe("a call erased while its provider still writes about it", () => {
+  test("a later event for the erased call puts none of the subject's data back; status and duration still follow", () =>
+    withRootDb(async (client) => {
+      const { a, z } = await seedWorld(client);
+      const callId = `call_${unique("erased").replace(/[^A-Za-z0-9_]/g, "_")}`;
+      const event = (status: string, duration: number) => client.query("select app_private.record_call_event($1, $2::jsonb)", [a.id, JSON.stringify({
+        call_id: callId, status, caller: z.values.phoneE164, tracking_number: "+902125550000",
+        started_at: new Date(Date.now() - 5 * 60_000).toISOString(), duration_s: duration, visitor_id: z.values.visitor, gclid: z.values.gclid,
+      })]);
+      await event("ringing", 0);
+      const needles = await needlesFor(client, a.id, z.values);
+      const request = await requestErasure(client, a.id, "phone", z.values.phone);
+      await runTask(client, request.id);
+      const call = "select status, duration_s, caller, visitor_id, gclid, session_id, click_id, erased_at is not null as erased from app_public.calls where site_id = $1 and call_id = $2";
+      expect((await client.query(call, [a.id, callId])).rows[0]).toMatchObject({ status: "ringing", caller: null, visitor_id: null, gclid: null, erased: true });
+
+      // The provider carries on with the call it knows, number and all.
+      await event("ended", 95);
+      expect((await client.query(call, [a.id, callId])).rows[0]).toEqual({
+        status: "ended", duration_s: 95, caller: null, visitor_id: null, gclid: null, session_id: null, click_id: null, erased: true,
+      });
+      expect((await scanDatabase(client, needles)).map((h) => `${h.relation}.${h.column}: ${h.label}`)).toEqual([]);
+    }));
+});
+
 /* ------------------------------------------------------------------ billing */
 
 describe("billing after erasure", () => {
