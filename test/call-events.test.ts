@@ -470,6 +470,27 @@ describe("refusals", () => {
     expectRefused(response, 400, "invalid_call_event");
   });
 
+  test.each([
+    ["a string field", { gclid: "Cj0KCQ\ud83d" }],
+    ["a field's name", { "note\ude00": "x" }],
+    ["a nested string", { extra: { label: ["ok", "Sale \ud83d"] } }],
+  ])("a lone surrogate in %s, correctly signed, is 400 invalid_call_event and stores nothing", async (_where, overrides) => {
+    const body = callEvent(site, overrides);
+    // What is sent and signed is JSON.stringify's text: the surrogate as its escape, which the server parses back.
+    expect(JSON.stringify(body)).toMatch(/\\ud83d|\\ude00/);
+    const response = await expectNothingStored(site, body, () => send(body, { secret }));
+    expectRefused(response, 400, "invalid_call_event");
+    // The control: the same event without the surrogate is stored.
+    const control = JSON.parse(JSON.stringify(body).replace(/\\ud83d|\\ude00/g, ""));
+    await expectAccepted(site, control, secret);
+  });
+
+  test("a site key with a lone surrogate, correctly signed, is 400 invalid_envelope and stores nothing", async () => {
+    const body = callEvent(site, { site: `${site.publicKey}\ud83d` });
+    const response = await expectNothingStored(site, body, () => send(body, { secret }));
+    expectRefused(response, 400, "invalid_envelope");
+  });
+
   test("started_at 6 days ago is accepted (the control for the 7-day limit)", async () => {
     const body = callEvent(site, { started_at: new Date(Date.now() - 6 * DAY).toISOString() });
     await expectAccepted(site, body, secret);

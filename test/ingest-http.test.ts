@@ -7,7 +7,7 @@
  * Fixtures are committed, because the service reads them on its own connections.
  */
 import { randomUUID } from "node:crypto";
-import { createUser, getRootPool, unique } from "./helpers/db";
+import { createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
 import { readBody, startTestService, TestService } from "./helpers/http";
 
 const ORIGIN = "https://shop.example";
@@ -257,6 +257,8 @@ describe("POST /api/sync: request-level refusals write nothing", () => {
     ["missing events", () => ({ site: site.publicKey })],
     ["a JSON array instead of an object", () => [{ site: site.publicKey, events: [event()] }]],
     ["JSON null", () => null],
+    // JSON.stringify writes the lone surrogate as the escape \udc00, so the server parses one back.
+    ["a site key ending in a lone surrogate", () => ({ site: `${site.publicKey}\udc00`, events: [event()] })],
   ])("%s is 400 invalid_envelope", async (_name, build) => {
     const response = await expectNothingWritten(site.id, () => sync(JSON.stringify(build())));
     expectRefused(response, 400, "invalid_envelope");
@@ -392,6 +394,42 @@ describe("POST /api/sync: event-level rejections", () => {
     expect(response.body.accepted).toBe(1);
     expect(response.body.rejected).toEqual(bad.map((_, i) => ({ index: i + 1, error: "invalid_event", message: expect.any(String) })));
     expect(await storedIds(site.id, [good.id, ...bad.map((e) => e.id)])).toEqual({ ledger: [good.id], events: [good.id] });
+  });
+
+  test("a title holding a lone surrogate (an emoji cut in half) rejects that event only", async () => {
+    const good = event();
+    const cut = event({ title: "@@" });
+    // Spliced in as the JSON escape a tracker sends. (The surrogate itself in the text would
+    // reach the server as U+FFFD: fetch encodes a string body as UTF-8.)
+    const body = JSON.stringify({ site: site.publicKey, events: [good, cut] }).replace('"@@"', '"Sale \\ud83d"');
+    expect(body).toContain('"title":"Sale \\ud83d"');
+    expect(JSON.parse(body).events[1].title.isWellFormed()).toBe(false); // what the server parses
+    const response = await sync(body);
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ accepted: 1, duplicates: 0, rejected: [{ index: 1, error: "invalid_event", message: expect.any(String) }] });
+    expect(await storedIds(site.id, [good.id, cut.id])).toEqual({ ledger: [good.id], events: [good.id] });
+  });
+
+  test("a lone surrogate in a props key, or anywhere else, rejects that event only; a whole emoji is stored as sent", async () => {
+    const good = event({ title: "Sale \ud83d\ude00", props: { "\ud83d\ude00": "\ud83c\udf89" } });
+    // Each string below is sent as the escape JSON.stringify writes for a lone surrogate (\ud83d, \ude00).
+    const bad = [
+      event({ props: { "plan\ud83d": "pro" } }),
+      event({ props: { plan: "\ude00pro" } }),
+      event({ title: "\ude00\ud83d" }), // both halves, in the wrong order
+      event({ referrer: "https://www.google.com/\ud83d" }),
+      event({ device: { language: "tr\ud83d" }, consent: { analytics_storage: "granted" } }),
+    ];
+    const body = JSON.stringify({ site: site.publicKey, events: [good, ...bad] });
+    expect(body).toContain('{"plan\\ud83d":"pro"}');
+    expect(body).toContain('"title":"Sale \ud83d\ude00"'); // the pair is sent as UTF-8, not escaped
+    const response = await sync(body);
+    expect(response.status).toBe(200);
+    expect(response.body.accepted).toBe(1);
+    expect(response.body.rejected).toEqual(bad.map((_, i) => ({ index: i + 1, error: "invalid_event", message: expect.any(String) })));
+    expect(await storedIds(site.id, [good.id, ...bad.map((e) => e.id)])).toEqual({ ledger: [good.id], events: [good.id] });
+    const stored = await storedEvent(site.id, good.id);
+    expect({ title: stored!.title, props: stored!.props }).toEqual({ title: "Sale \u{1F600}", props: { "\u{1F600}": "\u{1F389}" } });
   });
 
   test("a number too large for a double (1e400) in props rejects that event only", async () => {
@@ -669,6 +707,24 @@ describe("consent and minimisation (SPEC §8)", () => {
     }
   });
 
+  test("POST /api/consent with a lone surrogate in any string is 400 invalid_envelope and records nothing", async () => {
+    const good = { site: site.publicKey, visitor_id: `v_${randomUUID().slice(0, 12)}`, consent: { analytics_storage: "granted" } };
+    // JSON.stringify sends each lone surrogate as its escape (\ud83d), which the server parses back.
+    const bodies = [
+      { ...good, consent: { analytics_storage: "granted\ud83d" } },
+      { ...good, consent: { analytics_storage: "granted", "ad_storage\ude00": "denied" } },
+      { ...good, visitor_id: `${good.visitor_id}\ud83d` },
+      { ...good, site: `${site.publicKey}\ud83d` },
+    ];
+    for (const body of bodies) {
+      expect(JSON.stringify(body)).toMatch(/\\ud83d|\\ude00/);
+      const response = await expectNothingWritten(site.id, () => post("/api/consent", body));
+      expectRefused(response, 400, "invalid_envelope");
+    }
+    // The control: the same body without the surrogates is recorded.
+    expect((await post("/api/consent", good)).status).toBe(200);
+  });
+
   test("implied: the visitor id is stored unless the event denies analytics storage", async () => {
     const visitorId = `v_${randomUUID().slice(0, 12)}`;
     const implied = event({ visitor_id: visitorId, device: DEVICE });
@@ -763,6 +819,51 @@ describe("fail-secure", () => {
     } finally {
       await pool.query("drop trigger if exists _999_test_ingest_fail on app_public.ingest_idempotency");
       await pool.query("drop function if exists app_private.test_ingest_fail_once()");
+    }
+  });
+});
+
+describe("group commit and lone surrogates", () => {
+  test("a request with a lone surrogate in an event, or in its site key, no longer fails the other requests of its group", async () => {
+    // As in ingest-concurrency.test.ts: one call in flight, the lead request held in the
+    // database by the test's lock on its visitor; everything sent meanwhile leaves as one group.
+    // Before, a lone surrogate reached that group's jsonb parameter and failed every request in it.
+    const grouped = await startTestService({ env: { INGEST_CONCURRENCY: "1" } });
+    const target = await createTrackedSite();
+    const holder = await getRootPool().connect();
+    const send = (body: string) => post("/api/sync", body, { base: grouped.url });
+    try {
+      await holder.query("begin");
+      await holder.query("select pg_advisory_xact_lock(hashtextextended($1 || '/v_lead', 0))", [target.id]);
+      const lead = send(JSON.stringify({ site: target.publicKey, events: [event({ visitor_id: "v_lead" })] }));
+      await waitForLockWaiters(1);
+      const members = Array.from({ length: 3 }, (_, i) => event({ visitor_id: `v_member_${i}` }));
+      const besideCut = event({ visitor_id: "v_beside_cut" });
+      const cut = event({ visitor_id: "v_cut", title: "@@" });
+      const replies = Promise.all([
+        ...members.map((e) => send(JSON.stringify({ site: target.publicKey, events: [e] }))),
+        send(JSON.stringify({ site: target.publicKey, events: [besideCut, cut] }).replace('"@@"', '"Sale \\ud83d"')),
+        send(JSON.stringify({ site: target.publicKey, events: [event()] }).replace(`"${target.publicKey}"`, `"${target.publicKey}\\ud83d"`)),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // let them all arrive and queue
+      await holder.query("commit");
+      expect((await lead).body).toEqual({ accepted: 1, duplicates: 0, rejected: [] });
+      const answered = await replies;
+      expect(answered.map((r) => r.status)).toEqual([200, 200, 200, 200, 400]);
+      expect(answered.slice(0, 3).map((r) => r.body)).toEqual(members.map(() => ({ accepted: 1, duplicates: 0, rejected: [] })));
+      expect(answered[3].body).toEqual({ accepted: 1, duplicates: 0, rejected: [{ index: 1, error: "invalid_event", message: expect.any(String) }] });
+      expectRefused(answered[4], 400, "invalid_envelope");
+      const storedKeys = [...members, besideCut].map((e) => e.id).sort();
+      expect(await storedIds(target.id, [...storedKeys, cut.id])).toEqual({ ledger: storedKeys, events: storedKeys });
+      // They really went as one group: one transaction, one received_at.
+      const { rows } = await getRootPool().query(
+        "select count(distinct received_at)::int as transactions from app_public.ingest_idempotency where idempotency_key = any($1::uuid[])",
+        [storedKeys]);
+      expect(rows[0].transactions).toBe(1);
+    } finally {
+      await holder.query("rollback").catch(() => {});
+      holder.release();
+      await grouped.stop();
     }
   });
 });

@@ -543,6 +543,8 @@ describe("refused requests write nothing", () => {
     // Unique, so the id without its NUL cannot match another file's sale (e.g. a committed "CRM-1").
     ["a NUL character in a string", () => ({ external_id: `CRM\u0000-${unique("nul")}` }), /U\+0000/],
     ["a NUL character inside consent", { consent: { ad_user_data: "granted\u0000" } }, /U\+0000/],
+    // A lone surrogate (an emoji cut in half): the driver would have stored it as U+FFFD.
+    ["a lone surrogate in a string", () => ({ external_id: `CRM-\ud83d-${unique("surrogate")}` }), /well-formed/],
   ];
 
   test.each(invalid)("%s is 400 invalid_sale naming the field", async (what, overrides, mentions) => {

@@ -12,7 +12,7 @@ import express, { Request, Response, Router } from "express";
 import type pg from "pg";
 import { logger } from "../logger";
 import { sendError } from "./errors";
-import { storable } from "./ingest";
+import { storable, storableText } from "./ingest";
 
 export const SIGNATURE_HEADER = "x-opsmantik-signature";
 export const SIGNATURE_TOLERANCE_S = 300;
@@ -63,18 +63,21 @@ export function callEventRouter(authPool: pg.Pool): Router {
       } catch {
         return sendError(res, 400, "invalid_json", "The body is not valid JSON.");
       }
-      if (body === null || typeof body !== "object" || Array.isArray(body) || typeof (body as { site?: unknown }).site !== "string") {
+      const site = body !== null && typeof body === "object" && !Array.isArray(body) ? (body as { site?: unknown }).site : undefined;
+      // The site is looked up before the signature can be checked, so it must be storable text
+      // already: the driver would send a lone surrogate as U+FFFD, and a 403 would hide why.
+      if (typeof site !== "string" || !storableText(site)) {
         return sendError(res, 400, "invalid_envelope", "The body must be an object with site, call_id, status and started_at.");
       }
       try {
         const { rows } = await authPool.query<{ site_id: string; current_secret: string; previous_secret: string | null }>(
-          "select site_id, current_secret, previous_secret from app_private.call_event_secrets_for($1)", [(body as { site: string }).site]);
+          "select site_id, current_secret, previous_secret from app_private.call_event_secrets_for($1)", [site]);
         if (rows.length === 0) return sendError(res, 403, "unknown_site", "No site has this key.");
         const secrets = [rows[0].current_secret, rows[0].previous_secret].filter((s): s is string => !!s);
         if (!macMatches(secrets, signature.t, raw, signature.macs)) {
           return sendError(res, 401, "invalid_signature", "The signature does not match this body and the site's secret.");
         }
-        if (!storable(body)) return sendError(res, 400, "invalid_call_event", "Strings may not hold U+0000, numbers must be finite.");
+        if (!storable(body)) return sendError(res, 400, "invalid_call_event", "Strings must be well-formed Unicode without U+0000, and numbers finite.");
         const { rows: [recorded] } = await authPool.query("select app_private.record_call_event($1, $2::jsonb) as result",
           [rows[0].site_id, JSON.stringify(body)]);
         res.status(200).json(recorded.result);

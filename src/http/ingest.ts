@@ -73,17 +73,29 @@ async function readJsonBody(req: IncomingMessage): Promise<unknown> {
 }
 
 /**
- * PostgreSQL's jsonb cannot hold U+0000, and JSON.parse turns numbers too large for a double
- * into Infinity. An event carrying either, or nested absurdly deep, is sent on as null so the
- * database rejects that event (invalid_event) and the rest of the batch goes through.
+ * Text PostgreSQL can take: no U+0000, which no text or jsonb value can hold, and no lone UTF-16
+ * surrogate (JSON.parse makes one of the escape "\ud83d", as from a title cut in the middle of an
+ * emoji). JSON.stringify writes a lone surrogate back as that escape, which jsonb refuses
+ * (22P02), failing the whole call: with group commit, every request of the group. As a text
+ * parameter the driver would silently turn it into U+FFFD instead.
+ */
+export function storableText(text: string): boolean {
+  return text.isWellFormed() && !text.includes("\u0000");
+}
+
+/**
+ * A value whose strings (keys too) are storableText, whose numbers are finite (JSON.parse turns
+ * numbers too large for a double into Infinity) and which is not nested absurdly deep. An event
+ * that is not is sent on as null, so the database rejects that event (invalid_event) and the
+ * rest of the batch goes through.
  */
 export function storable(value: unknown, depth = 0): boolean {
   if (depth > MAX_EVENT_DEPTH) return false;
-  if (typeof value === "string") return !value.includes("\u0000");
+  if (typeof value === "string") return storableText(value);
   if (typeof value === "number") return Number.isFinite(value);
   if (Array.isArray(value)) return value.every((item) => storable(item, depth + 1));
   if (value !== null && typeof value === "object") {
-    return Object.entries(value).every(([key, item]) => !key.includes("\u0000") && storable(item, depth + 1));
+    return Object.entries(value).every(([key, item]) => storableText(key) && storable(item, depth + 1));
   }
   return true;
 }
@@ -93,7 +105,7 @@ function envelope(body: unknown): { site: string; events: unknown[] } {
     throw new RequestError(400, "invalid_envelope", "The body must be an object with site and events.");
   }
   const { site, events } = body as { site?: unknown; events?: unknown };
-  if (typeof site !== "string" || site.length === 0 || site.length > 100 || site.includes("\u0000")) {
+  if (typeof site !== "string" || site.length === 0 || site.length > 100 || !storableText(site)) {
     throw new RequestError(400, "invalid_envelope", "site must be the site's public key.");
   }
   if (!Array.isArray(events) || events.length === 0) {
@@ -189,8 +201,11 @@ export function ingestRouter(config: Config, authPool: pg.Pool): Router {
 
   router.post("/consent", handle(async (req, res) => {
     const body = await readJsonBody(req);
-    if (body === null || typeof body !== "object" || Array.isArray(body) || !storable(body)) {
+    if (body === null || typeof body !== "object" || Array.isArray(body)) {
       throw new RequestError(400, "invalid_envelope", "The body must be an object with site, visitor_id and consent.");
+    }
+    if (!storable(body)) {
+      throw new RequestError(400, "invalid_envelope", "Strings must be well-formed Unicode without U+0000, and numbers finite.");
     }
     const { site, visitor_id: visitorId, consent } = body as { site?: unknown; visitor_id?: unknown; consent?: unknown };
     if (typeof site !== "string" || typeof visitorId !== "string" || consent === null || typeof consent !== "object" || Array.isArray(consent)) {
