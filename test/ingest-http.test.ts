@@ -747,6 +747,23 @@ describe("consent and minimisation (SPEC §8)", () => {
     const stored = await storedEvent(impliedSite.id, later.id);
     expect({ visitorId: stored!.visitor_id, device: stored!.device }).toEqual({ visitorId: null, device: null });
   });
+
+  test("implied: an event sent with \"consent\": null follows the recorded denial too, wherever it falls in the request", async () => {
+    const visitorId = `v_${randomUUID().slice(0, 12)}`;
+    expect((await post("/api/consent", { site: impliedSite.publicKey, visitor_id: visitorId, consent: { analytics_storage: "denied" } })).status).toBe(200);
+    // First in its request, then after an event with no consent field (which looks the record up).
+    const alone = event({ visitor_id: visitorId, device: DEVICE, consent: null });
+    const afterAbsent = [event({ visitor_id: visitorId }), event({ visitor_id: visitorId, device: DEVICE, consent: null })];
+    for (const events of [[alone], afterAbsent]) {
+      expect((await sync({ site: impliedSite.publicKey, events })).body.accepted).toBe(events.length);
+    }
+    for (const sent of [alone, afterAbsent[1]]) {
+      const stored = await storedEvent(impliedSite.id, sent.id as string);
+      expect({ visitorId: stored!.visitor_id, device: stored!.device, analytics: stored!.consent.analytics_storage })
+        .toEqual({ visitorId: null, device: null, analytics: "denied" });
+      expect(stored!.row_text).not.toContain(visitorId);
+    }
+  });
 });
 
 describe("rate limit", () => {
