@@ -2001,7 +2001,7 @@ CREATE FUNCTION app_private.effective_consent(site app_public.sites, own jsonb, 
   select case when site.consent_mode = 'implied'
               then '{"analytics_storage": "granted", "ad_storage": "granted", "ad_user_data": "granted", "ad_personalization": "granted"}'::jsonb
               else '{"analytics_storage": "denied", "ad_storage": "denied", "ad_user_data": "denied", "ad_personalization": "denied"}'::jsonb
-         end || coalesce(own, recorded, '{}'::jsonb);
+         end || (coalesce(own, recorded, '{}'::jsonb) - array['functionality_storage', 'personalization_storage', 'security_storage']);
 $$;
 
 --
@@ -5229,11 +5229,15 @@ CREATE FUNCTION app_private.valid_consent(consent jsonb) RETURNS boolean
     AS $$
 begin
   return case when pg_catalog.jsonb_typeof(consent) is distinct from 'object' then false
-              else consent - array['analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization'] = '{}'::jsonb
+              else consent - array['analytics_storage', 'ad_storage', 'ad_user_data', 'ad_personalization',
+                                   'functionality_storage', 'personalization_storage', 'security_storage'] = '{}'::jsonb
                    and coalesce(consent -> 'analytics_storage', '"denied"') in ('"granted"', '"denied"')
                    and coalesce(consent -> 'ad_storage', '"denied"') in ('"granted"', '"denied"')
                    and coalesce(consent -> 'ad_user_data', '"denied"') in ('"granted"', '"denied"')
-                   and coalesce(consent -> 'ad_personalization', '"denied"') in ('"granted"', '"denied"') end;
+                   and coalesce(consent -> 'ad_personalization', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'functionality_storage', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'personalization_storage', '"denied"') in ('"granted"', '"denied"')
+                   and coalesce(consent -> 'security_storage', '"denied"') in ('"granted"', '"denied"') end;
 end;
 $$;
 
@@ -5241,7 +5245,7 @@ $$;
 -- Name: FUNCTION valid_consent(consent jsonb); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.valid_consent(consent jsonb) IS 'True for an object of Consent Mode v2 signals, each granted or denied.';
+COMMENT ON FUNCTION app_private.valid_consent(consent jsonb) IS 'True for an object of Consent Mode signals, each granted or denied: the four we act on, and functionality, personalization and security storage, which we ignore.';
 
 --
 -- Name: withdraw_conversion(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -

@@ -748,6 +748,25 @@ describe("consent and minimisation (SPEC §8)", () => {
     expect({ visitorId: stored!.visitor_id, device: stored!.device }).toEqual({ visitorId: null, device: null });
   });
 
+  test("Google's whole consent state (functionality, personalization, security storage too) is taken; only the four signals are kept", async () => {
+    const gtag = { analytics_storage: "granted", ad_storage: "denied", ad_user_data: "denied", ad_personalization: "denied",
+      functionality_storage: "granted", personalization_storage: "denied", security_storage: "granted" };
+    const visitorId = `v_${randomUUID().slice(0, 12)}`;
+    const sent = event({ visitor_id: visitorId, consent: gtag });
+    const misspelt = event({ visitor_id: visitorId, consent: { ...gtag, analytics_storag: "granted" } });
+    const response = await sync({ site: site.publicKey, events: [sent, misspelt] });
+    expect(response.body).toMatchObject({ accepted: 1, rejected: [{ index: 1, error: "invalid_event" }] });
+    expect((await storedEvent(site.id, sent.id))!.consent)
+      .toEqual({ analytics_storage: "granted", ad_storage: "denied", ad_user_data: "denied", ad_personalization: "denied" });
+    expect((await storedEvent(site.id, sent.id))!.visitor_id).toBe(visitorId);
+
+    const recorded = await post("/api/consent", { site: site.publicKey, visitor_id: visitorId, consent: { ...gtag, analytics_storage: "denied" } });
+    expect(recorded.status).toBe(200);
+    const later = event({ visitor_id: visitorId });
+    await sync({ site: site.publicKey, events: [later] });
+    expect((await storedEvent(site.id, later.id))!.consent.analytics_storage).toBe("denied");
+  });
+
   test("implied: an event sent with \"consent\": null follows the recorded denial too, wherever it falls in the request", async () => {
     const visitorId = `v_${randomUUID().slice(0, 12)}`;
     expect((await post("/api/consent", { site: impliedSite.publicKey, visitor_id: visitorId, consent: { analytics_storage: "denied" } })).status).toBe(200);
