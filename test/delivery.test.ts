@@ -327,20 +327,6 @@ describe("Google Ads API rail", () => {
     expect(ads.requests).toHaveLength(1);
   });
 
-  test("a request-level CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE fails every row of the call with Google's code", async () => {
-    const site = await createDeliverySite("google_ads");
-    await confirmSale(site.id);
-    await confirmSale(site.id);
-    ads.behave({ callError: { category: "not_allowlisted_error", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", status: grpcStatus.PERMISSION_DENIED } });
-    expect(await deliver(site)).toMatchObject({ claimed: 2, failed: 2, accepted: 0, retry: 0 });
-    for (const row of await queueRows(site.id)) {
-      expect(row).toMatchObject({ status: "failed", last_error_code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", locked_by: null, accepted_at: null });
-    }
-    // Final: never claimed again. The destination itself stays active (this is not an OAuth problem).
-    expect(await deliver(site)).toMatchObject({ claimed: 0 });
-    expect(await destinationOf(site)).toMatchObject({ status: "active" });
-  });
-
   test("more rows than a batch: each batch is claimed, sent and recorded in turn", async () => {
     const site = await createDeliverySite("google_ads");
     const orders: string[] = [];
@@ -1140,5 +1126,90 @@ describe("consent, retractions and rows without identifiers", () => {
     expect(retraction).toMatchObject({ status: "failed", last_error_code: "RETRACTION_UNSUPPORTED", locked_by: null });
     expect(retraction.last_error_message).toMatch(/retract/i);
     expect(dm.requests).toHaveLength(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Google refusing the destination, not the rows
+
+describe("destination-level refusals", () => {
+  const refusals: { name: string; rail: Rail; code: string; refuse(): void; behaveAgain(): void }[] = [
+    {
+      name: "Google Ads: CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE for the whole request",
+      rail: "google_ads",
+      code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+      refuse: () => ads.behave({ callError: { status: grpcStatus.PERMISSION_DENIED, category: "not_allowlisted_error", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" } }),
+      behaveAgain: () => ads.behave({}),
+    },
+    {
+      name: "Data Manager: PERMISSION_DENIED",
+      rail: "datamanager",
+      code: "PERMISSION_DENIED",
+      refuse: () => dm.behave({ failNext: { code: grpcStatus.PERMISSION_DENIED, times: 1 } }),
+      behaveAgain: () => undefined, // the one refusal is spent
+    },
+    {
+      name: "Data Manager: INVALID_CONVERSION_ACTION_ID",
+      rail: "datamanager",
+      code: "INVALID_CONVERSION_ACTION_ID",
+      refuse: () => dm.behave({ rejectEvent: () => "INVALID_CONVERSION_ACTION_ID" }),
+      behaveAgain: () => dm.behave({ rejectEvent: undefined }),
+    },
+  ];
+
+  test.each(refusals)("$name: no row fails, the destination needs a person with Google's code, one request only; set active again, every row goes once",
+    async ({ rail, code, refuse, behaveAgain }) => {
+      const site = await createDeliverySite(rail);
+      const orders: string[] = [];
+      for (let i = 0; i < 5; i++) orders.push(await confirmSale(site.id));
+      const deliverInTwos = () => deliverSiteConversions({ owner, vault, rails, batchSize: 2 }, site.id);
+      const requests = () => (rail === "google_ads" ? ads.requests.length : dm.requests.length);
+
+      refuse();
+      expect(await deliverInTwos()).toMatchObject({ skipped: "needs_reauth", accepted: 0, sent: 0, retry: 0, failed: 0 });
+      expect(await destinationOf(site)).toMatchObject({ status: "needs_reauth", status_reason: code });
+      const rows = await queueRows(site.id);
+      expect(rows).toHaveLength(5);
+      for (const row of rows) {
+        expect(row).toMatchObject({ status: "pending", attempts: 0, locked_by: null, locked_until: null, sent_at: null, accepted_at: null });
+        // Rows of the refused batch (and of one locked ahead of it) carry the refusal; the rest were never touched.
+        expect([code, null]).toContain(row.last_error_code);
+        expect(row.retry_at.getTime()).toBeLessThanOrEqual(Date.now() + 1000);
+      }
+      // The first request was refused and the loop stopped there: no later batch was sent.
+      expect(requests()).toBe(1);
+      expect(await deliverInTwos()).toMatchObject({ skipped: "needs_reauth", claimed: 0 });
+      expect(requests()).toBe(1);
+
+      // A person fixes it at Google and sets the destination active again.
+      behaveAgain();
+      ads.requests.length = 0;
+      dm.reset();
+      expect((await root().query("select status, status_reason from app_public.set_destination_status($1, 'active')", [site.destinationId])).rows)
+        .toEqual([{ status: "active", status_reason: null }]);
+      expect(await deliverInTwos()).toMatchObject({ claimed: 5, failed: 0, retry: 0, [rail === "google_ads" ? "accepted" : "sent"]: 5 });
+      const delivered = rail === "google_ads" ? clickConversions().map((c) => c.order_id) : acceptedEvents().map((e) => e.transaction_id);
+      expect(delivered.sort()).toEqual([...orders].sort());
+      for (const row of await queueRows(site.id)) {
+        expect(row).toMatchObject({ status: rail === "google_ads" ? "accepted" : "sent", attempts: 1, last_error_code: null, locked_by: null });
+      }
+    });
+
+  test("our developer token refused (shared by every destination): the rows wait an hour, the destination stays active and needs nobody", async () => {
+    const site = await createDeliverySite("google_ads");
+    const orders = [await confirmSale(site.id), await confirmSale(site.id)];
+    ads.behave({ callError: { status: grpcStatus.PERMISSION_DENIED, category: "authorization_error", code: "DEVELOPER_TOKEN_NOT_APPROVED" } });
+    const before = Date.now();
+    expect(await deliver(site)).toMatchObject({ claimed: 2, retry: 2, failed: 0 });
+    expect(await destinationOf(site)).toMatchObject({ status: "active" });
+    for (const order of orders) {
+      const row = await rowOf(site.id, order);
+      expect(row).toMatchObject({ status: "pending", last_error_code: "DEVELOPER_TOKEN_NOT_APPROVED" });
+      expect(row.retry_at.getTime() - before).toBeGreaterThan(HOUR - MINUTE);
+    }
+    // The operator fixes the token; when the hour is up the rows go by themselves.
+    ads.behave({});
+    await root().query("update app_public.offline_conversion_queue set retry_at = now() - interval '1 second' where site_id = $1", [site.id]);
+    expect(await deliver(site)).toMatchObject({ claimed: 2, accepted: 2 });
   });
 });

@@ -242,31 +242,89 @@ test("a grant revoked at the OAuth server asks for reauthorisation; an uncached 
   expect(ads.requests).toHaveLength(0);
 });
 
-test("request-level errors fail every row with Google's code; a bad developer token is not a reauthorisation", async () => {
-  ads.behave({
-    callError: {
-      status: status.PERMISSION_DENIED,
-      category: "not_allowlisted_error",
-      code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
-      message: "Customer is not allowlisted for this feature.",
-    },
-  });
-  const failed = { kind: "failed", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", message: "Customer is not allowlisted for this feature." };
-  expect(await rail.uploadConversions(destination, [conversion("order-1"), callConversion("order-2", "+905550000003")])).toEqual({
-    kind: "rows",
-    rows: [failed, failed],
-  });
+test("a request refused for the destination (not allowlisted, no conversion action, terms) is handed back whole with Google's code", async () => {
+  const refusals: (FakeError & { status: status })[] = [
+    { status: status.PERMISSION_DENIED, category: "not_allowlisted_error", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", message: "Customer is not allowlisted for this feature." },
+    { status: status.INVALID_ARGUMENT, category: "conversion_upload_error", code: "NO_CONVERSION_ACTION_FOUND", message: "The conversion action cannot be found." },
+    { status: status.INVALID_ARGUMENT, category: "conversion_upload_error", code: "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS", message: "Customer data terms not accepted." },
+    // An authorisation code we do not list: Google's PERMISSION_DENIED says it is about who asks.
+    { status: status.PERMISSION_DENIED, category: "authorization_error", code: "METRIC_ACCESS_DENIED", message: "Access denied." },
+  ];
+  for (const refusal of refusals) {
+    ads.behave({ callError: refusal });
+    ads.requests.length = 0;
+    const refreshesBefore = oauth.requests;
+    // Clicks go first: refused, so the calls of the batch are not sent at all.
+    expect(await rail.uploadConversions(destination, [conversion("order-1"), callConversion("order-2", "+905550000003")])).toEqual({
+      kind: "reauth",
+      code: refusal.code,
+    });
+    expect(ads.requests.map((r) => r.method)).toEqual(["UploadClickConversions"]);
+    // Not the access token's fault: no fresh token, no second request.
+    expect(oauth.requests).toBe(refreshesBefore);
+  }
 
-  ads.behave({});
-  ads.requests.length = 0;
+  ads.behave({ callError: refusals[2] });
+  expect(await rail.retractConversions(destination, [{ rowId: "r", orderId: "order-1", adjustmentTime: "2026-03-02 10:00:00+03:00" }])).toEqual({
+    kind: "reauth",
+    code: "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS",
+  });
+});
+
+test("a wrong developer token (ours, shared by every destination): the batch waits an hour with DEVELOPER_TOKEN_INVALID, after one request and no token refresh", async () => {
   const wrongToken = new GoogleAdsRail(settings({ developerToken: "not-ours" }), tokens);
   try {
-    const outcome = await wrongToken.uploadConversions(destination, [conversion("order-1")]);
-    expect(outcome).toMatchObject({ kind: "rows", rows: [{ kind: "failed", code: "DEVELOPER_TOKEN_INVALID" }] });
+    const refreshesBefore = oauth.requests;
+    expect(await wrongToken.uploadConversions(destination, [conversion("order-1")]))
+      .toEqual({ kind: "retry_batch", code: "DEVELOPER_TOKEN_INVALID", retryAfterSeconds: 3600 });
     expect(ads.requests).toHaveLength(1);
+    expect(oauth.requests).toBe(refreshesBefore);
   } finally {
     await wrongToken.close();
   }
+});
+
+test("a request-level error about neither the destination nor a wait still fails every row of the call with Google's code", async () => {
+  ads.behave({
+    callError: { status: status.INVALID_ARGUMENT, category: "conversion_upload_error", code: "TOO_MANY_CONVERSIONS_IN_REQUEST", message: "Too many conversions." },
+  });
+  const failed = { kind: "failed", code: "TOO_MANY_CONVERSIONS_IN_REQUEST", message: "Too many conversions." };
+  expect(await rail.uploadConversions(destination, [conversion("order-1"), conversion("order-2")])).toEqual({ kind: "rows", rows: [failed, failed] });
+});
+
+test("refused for the destination after the batch's click conversions went through: those stay accepted, the calls wait an hour", async () => {
+  ads.behave({
+    callError: { status: status.PERMISSION_DENIED, category: "not_allowlisted_error", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", method: "UploadCallConversions" },
+  });
+  expect(await rail.uploadConversions(destination, [conversion("order-1"), callConversion("order-2", "+905550000004")])).toEqual({
+    kind: "rows",
+    rows: [{ kind: "accepted" }, { kind: "retry", code: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", retryAfterSeconds: 3600 }],
+  });
+  expect(ads.requests.map((r) => r.method)).toEqual(["UploadClickConversions", "UploadCallConversions"]);
+});
+
+test("without a failure trailer, PERMISSION_DENIED, NOT_FOUND and FAILED_PRECONDITION refuse the destination", async () => {
+  for (const code of [status.PERMISSION_DENIED, status.NOT_FOUND, status.FAILED_PRECONDITION]) {
+    ads.behave({ bareStatus: code });
+    expect(await rail.uploadConversions(destination, [conversion("order-1"), conversion("order-2")])).toEqual({ kind: "reauth", code: status[code] });
+  }
+  expect(ads.requests).toHaveLength(3);
+});
+
+test("without a failure trailer, UNKNOWN, CANCELLED and ABORTED make the batch wait (as on Data Manager); then it goes in", async () => {
+  for (const code of [status.UNKNOWN, status.CANCELLED, status.ABORTED]) {
+    ads.behave({ bareStatus: code });
+    expect(await rail.uploadConversions(destination, [conversion("order-1"), conversion("order-2")])).toEqual({
+      kind: "retry_batch",
+      code: status[code],
+      retryAfterSeconds: 60,
+    });
+  }
+  // One request each: the library did not retry on its own.
+  expect(ads.requests).toHaveLength(3);
+
+  ads.behave({});
+  expect(await rail.uploadConversions(destination, [conversion("order-1")])).toEqual({ kind: "rows", rows: [{ kind: "accepted" }] });
 });
 
 test("without ad_user_data consent no hashed identifiers are sent, whatever the conversion carries", async () => {

@@ -160,11 +160,20 @@ test("many bad rows: the requests stay bounded, and rows not isolated wait for a
   expect(outcome.rows.filter((row) => row.kind === "retry").length).toBeGreaterThan(0);
 });
 
-test("a reason about the destination fails every row at once, without splitting", async () => {
-  google.behave({ rejectEvent: () => "INVALID_CONVERSION_ACTION_ID" });
-  const outcome = await rail.uploadConversions(destination(), batch(20));
-  expect(outcome).toEqual({ kind: "rows", rows: Array(20).fill({ kind: "failed", code: "INVALID_CONVERSION_ACTION_ID", message: expect.any(String) }) });
-  expect(google.requests).toHaveLength(1);
+test("a reason about the destination refuses the destination at once, without splitting: no row is failed", async () => {
+  for (const reason of ["INVALID_CONVERSION_ACTION_ID", "TERMS_AND_CONDITIONS_NOT_SIGNED", "NOT_ALLOWLISTED"]) {
+    google.reset();
+    google.behave({ rejectEvent: () => reason });
+    expect(await rail.uploadConversions(destination(), batch(20))).toEqual({ kind: "reauth", code: reason });
+    expect(google.requests).toHaveLength(1);
+  }
+});
+
+test("a destination Google could never take (customer id not ten digits) is refused before any token or request", async () => {
+  const tokenRequests = oauth.requests;
+  expect(await rail.uploadConversions(destination({ customerId: "123-456-7890" }), batch(3))).toEqual({ kind: "reauth", code: "INVALID_DESTINATION" });
+  expect(google.requests).toHaveLength(0);
+  expect(oauth.requests).toBe(tokenRequests);
 });
 
 test("UNAVAILABLE: the whole batch is retried later, and then goes in", async () => {
@@ -195,11 +204,32 @@ test("quota exhausted: retried after an hour, not a minute", async () => {
   expect(await rail.uploadConversions(destination(), batch(3))).toEqual({ kind: "retry_batch", code: "RESOURCE_EXHAUSTED", retryAfterSeconds: 3600 });
 });
 
-test("PERMISSION_DENIED is final for every row", async () => {
-  google.behave({ failNext: { code: status.PERMISSION_DENIED, times: 1 } });
-  expect(await rail.uploadConversions(destination(), batch(2))).toEqual({
-    kind: "rows", rows: Array(2).fill({ kind: "failed", code: "PERMISSION_DENIED", message: expect.any(String) }),
+test("PERMISSION_DENIED, NOT_FOUND and FAILED_PRECONDITION refuse the destination: nothing of the batch is decided", async () => {
+  for (const code of [status.PERMISSION_DENIED, status.NOT_FOUND, status.FAILED_PRECONDITION]) {
+    google.reset();
+    google.behave({ failNext: { code, times: 1 } });
+    expect(await rail.uploadConversions(destination(), batch(4))).toEqual({ kind: "reauth", code: status[code] });
+    expect(google.requests).toHaveLength(1);
+    expect(google.accepted).toHaveLength(0);
+  }
+});
+
+test("the destination refused after Google decided part of a split batch: decided rows keep Google's answer, only the open ones wait", async () => {
+  // Call 1 (10 rows) is refused for row 9, call 2 (rows 0-4) goes in, call 3 (rows 5-9) meets PERMISSION_DENIED.
+  google.behave({
+    rejectEvent: (event) => (event.transaction_id === "order-9" ? "INVALID_FORMAT" : undefined),
+    failNext: { code: status.PERMISSION_DENIED, times: 1, after: 2 },
   });
+  const outcome = await rail.uploadConversions(destination(), batch(10));
+  expect(outcome).toEqual({
+    kind: "rows",
+    rows: [
+      ...Array(5).fill({ kind: "accepted", requestId: expect.any(String) }),
+      ...Array(5).fill({ kind: "retry", code: "PERMISSION_DENIED", retryAfterSeconds: 3600 }),
+    ],
+    requestId: expect.any(String),
+  });
+  expect(google.requests).toHaveLength(3);
 });
 
 test("a call slower than the timeout is a retry (DEADLINE_EXCEEDED), not a hang", async () => {

@@ -141,8 +141,8 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
    * stay one at a time and in lock order, and at most one lock and one record are in flight, so
    * batches are the same consecutive runs of due rows as without the pipeline (two locks at once
    * would share the due rows between them, SKIP LOCKED, in no fixed way). A batch locked ahead
-   * of a refusal (reauth) is handed back with the rest; after an error every batch still held is
-   * rolled back, untouched and due again.
+   * of a refused destination (reauth) is handed back with the rest; after an error every batch
+   * still held is rolled back, untouched and due again.
    */
   let holding: Promise<HeldBatch> | undefined = hold();
   let recording: Promise<void> | undefined;
@@ -179,7 +179,9 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     throw error;
   }
   if (reauth) {
-    // Google refused the credentials: nothing more can go until a person sets them again.
+    // Google refused the destination itself (its grant, account, developer token, conversion
+    // action or terms): every batch would be refused alike, so nothing more goes until a person
+    // acts on it (new credentials, or the destination set active again).
     await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
     return { ...summary, skipped: "needs_reauth" };
   }
@@ -192,7 +194,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
 /**
  * Sends one claimed batch: rows Google cannot match yet are answered here, conversions and
  * retractions go on the rail. Returns one outcome per row it decided, the request id of the
- * upload, and the code when Google refused the credentials (the rows it did not send then stay
+ * upload, and the code when Google refused the destination (the rows it did not send then stay
  * claimed, for the caller to release).
  */
 async function sendBatch(rail: RailClient, destination: Destination, payloads: PayloadRow[]):
@@ -265,13 +267,13 @@ async function holdBatch(owner: pg.Pool, siteId: string, limit: number): Promise
 
 /**
  * Writes a held batch's outcomes and commits. Rows without an outcome (not sent: the
- * credentials were refused first) go back due with the refusal's code, their attempt uncounted.
+ * destination was refused first) go back due with the refusal's code, their attempt uncounted.
  */
 async function recordBatch(batch: HeldBatch, destinationId: string,
     { outcomes, requestId, reauth }: { outcomes: Outcome[]; requestId?: string; reauth?: string }): Promise<void> {
   const byId = new Map(outcomes.map((outcome) => [outcome.id, outcome]));
   const unsent = reauth
-    ? { code: reauth, message: "The destination needs new credentials; the conversion waits for them." }
+    ? { code: reauth, message: "Google refused the destination; the conversion waits until a person sets it right." }
     : { code: "NOT_SENT", message: "The upload stopped before this conversion was sent." };
   const n = batch.ids.length;
   const kinds = new Array<string>(n), codes = new Array<string | null>(n), messages = new Array<string | null>(n);

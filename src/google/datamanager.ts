@@ -38,16 +38,27 @@ const TRANSIENT_RETRY_SECONDS = 60;
 /** Quota, and rows that must wait for a later batch: an hour. */
 const LONG_RETRY_SECONDS = 3_600;
 
-/** Reasons that concern the destination, not a row: every row would fail alike, so splitting cannot help. */
+/**
+ * INVALID_ARGUMENT reasons that concern the destination, not a row: every row would fail alike,
+ * so splitting cannot help and no row is to blame. The destination waits for a person instead.
+ */
 const DESTINATION_REASONS = new Set([
   "INVALID_DESTINATION",
   "INVALID_CONVERSION_ACTION_ID",
   "INVALID_CONVERSION_ACTION_TYPE",
   "OPERATING_ACCOUNT_LOGIN_ACCOUNT_MISMATCH",
+  "DESTINATION_ACCOUNT_TYPE_MISMATCH",
   "TERMS_AND_CONDITIONS_NOT_SIGNED",
+  "NOT_ALLOWLISTED",
+  "DESTINATION_ACCOUNT_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS",
+  "DESTINATION_ACCOUNT_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS",
+  "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED",
 ]);
 
+/** Worth sending again as it is (the Google Ads rail retries the same codes). */
 const TRANSIENT_CODES = new Set([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.INTERNAL, Status.ABORTED, Status.UNKNOWN, Status.CANCELLED]);
+/** A request refused for who sends it or where it goes (the grant, the account's access, the conversion action): no row's fault. */
+const DESTINATION_CODES = new Set([Status.UNAUTHENTICATED, Status.PERMISSION_DENIED, Status.NOT_FOUND, Status.FAILED_PRECONDITION]);
 
 const CONSENT: Record<Conversion["consent"]["adUserData"], ConsentStatus> = {
   granted: "CONSENT_GRANTED",
@@ -128,14 +139,12 @@ export class DataManagerRail implements RailClient {
 
   async uploadConversions(destination: Destination, conversions: Conversion[]): Promise<BatchOutcome> {
     if (conversions.length > MAX_EVENTS) throw new RangeError(`At most ${MAX_EVENTS} conversions per upload.`);
+    // A destination Google could never take waits for a person, with every row of the batch.
+    if (!validDestination(destination)) return { kind: "reauth", code: "INVALID_DESTINATION" };
     const outcomes: (RowOutcome | undefined)[] = conversions.map((conversion) => {
       const problem = validate(conversion);
       return problem && { kind: "failed", ...problem };
     });
-    const destinationProblem = validateDestination(destination);
-    if (destinationProblem) {
-      return { kind: "rows", rows: outcomes.map((outcome) => outcome ?? { kind: "failed", ...destinationProblem }) };
-    }
     const valid = conversions.flatMap((_, index) => (outcomes[index] ? [] : [index]));
     if (valid.length === 0) return { kind: "rows", rows: outcomes as RowOutcome[] };
 
@@ -221,7 +230,7 @@ export class DataManagerRail implements RailClient {
     if (error.code !== Status.INVALID_ARGUMENT) return classify(error);
 
     const reason = error.reason ?? "INVALID_ARGUMENT";
-    if (DESTINATION_REASONS.has(reason)) return { kind: "failed", code: reason, message: describe(error) };
+    if (DESTINATION_REASONS.has(reason)) return { kind: "reauth", code: reason };
     if (indices.length === 1) {
       upload.outcomes[indices[0]] = { kind: "failed", code: reason, message: describe(error) };
       upload.decidedByGoogle += 1;
@@ -270,12 +279,11 @@ function parseEndpoint(endpoint: string): { host: string; port: number } {
   return { host: match[1], port: Number(match[2]) };
 }
 
-function validateDestination(destination: Destination): { code: string; message: string } | undefined {
-  const ok =
-    /^\d{10}$/.test(destination.customerId) &&
+/** Customer ids of ten digits and a conversion action id of digits: anything else Google refuses for every row. */
+function validDestination(destination: Destination): boolean {
+  return /^\d{10}$/.test(destination.customerId) &&
     (destination.loginCustomerId === undefined || /^\d{10}$/.test(destination.loginCustomerId)) &&
     /^\d{1,20}$/.test(destination.conversionAction);
-  return ok ? undefined : { code: "INVALID_DESTINATION", message: "Customer ids must be ten digits and the conversion action an id of digits." };
 }
 
 const PLAIN = /^[\x21-\x7e]+$/;
@@ -371,8 +379,9 @@ function toEvent(conversion: Conversion): Event {
 function classify(error: RpcError): Halt {
   if (TRANSIENT_CODES.has(error.code)) return { kind: "retry", code: Status[error.code], retryAfterSeconds: TRANSIENT_RETRY_SECONDS };
   if (error.code === Status.RESOURCE_EXHAUSTED) return { kind: "retry", code: "RESOURCE_EXHAUSTED", retryAfterSeconds: LONG_RETRY_SECONDS };
-  if (error.code === Status.UNAUTHENTICATED) return { kind: "reauth", code: "UNAUTHENTICATED" };
-  // PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION and the like: sending again will not change the answer.
+  // Google's ErrorInfo reason, when it gives one, says more than the status.
+  if (DESTINATION_CODES.has(error.code)) return { kind: "reauth", code: error.reason ?? Status[error.code] };
+  // OUT_OF_RANGE, UNIMPLEMENTED and the like: sending again will not change the answer.
   return { kind: "failed", code: Status[error.code] ?? String(error.code), message: describe(error) };
 }
 
@@ -388,8 +397,9 @@ function conclude(upload: Upload, halt: Halt | undefined): BatchOutcome {
   if (halt?.kind === "retry" && upload.outcomes.every((outcome) => outcome === undefined)) {
     return { kind: "retry_batch", code: halt.code, retryAfterSeconds: halt.retryAfterSeconds };
   }
-  // Rows still open share the halt's fate. A token refused halfway (rare: it was fresh) leaves
-  // them for a later batch, which will find the destination needing re-authorisation.
+  // Rows still open share the halt's fate. A refusal of the destination after Google decided some
+  // rows (rare: between the requests of one split batch) keeps those decisions and leaves the open
+  // rows for a later batch, whose first request meets the refusal and hands the destination over.
   const open: RowOutcome | undefined = halt?.kind === "reauth" ? { kind: "retry", code: halt.code, retryAfterSeconds: LONG_RETRY_SECONDS } : halt;
   const rows = upload.outcomes.map((outcome) => (outcome ?? open) as RowOutcome);
   return upload.requestId ? { kind: "rows", rows, requestId: upload.requestId } : { kind: "rows", rows };

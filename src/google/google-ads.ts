@@ -39,6 +39,8 @@ const TOO_RECENT_CALL_SECONDS = 12 * 3600;
 const TRANSIENT_RETRY_SECONDS = 60;
 /** API quota is counted per developer token and day: wait long unless Google says how long. */
 const QUOTA_RETRY_SECONDS = 3600;
+/** Rows of a later RPC when the destination is refused after an earlier one went through: a later batch meets the refusal first. */
+const REFUSED_RETRY_SECONDS = 3600;
 
 /** Google already has the conversion (or the retraction): delivered, keep the code. */
 const ALREADY_THERE = new Set([
@@ -63,7 +65,7 @@ const RETRY_AFTER = new Map<string, number>([
   ["RESOURCE_TEMPORARILY_EXHAUSTED", QUOTA_RETRY_SECONDS],
 ]);
 
-/** The destination's OAuth grant does not work (or its Google account may not act here): a person must authorise again. */
+/** The destination's OAuth grant does not work (or its Google account may not act here); under UNAUTHENTICATED, one try with a fresh access token first. */
 const GRANT_REFUSED = new Set([
   "OAUTH_TOKEN_INVALID",
   "OAUTH_TOKEN_EXPIRED",
@@ -75,6 +77,73 @@ const GRANT_REFUSED = new Set([
   "TWO_STEP_VERIFICATION_NOT_ENROLLED",
   "ADVANCED_PROTECTION_NOT_ENROLLED",
   "USER_PERMISSION_DENIED",
+]);
+
+/**
+ * Request-level codes about the destination rather than its rows: the account, the developer
+ * token, the conversion action, the terms. Every batch would be refused alike, so the destination
+ * waits for a person (as for a refused grant) and its rows stay due. The same codes on a single
+ * row of a partial failure stay that row's failure.
+ */
+const DESTINATION_REFUSED = new Set([
+  // authorization_error, authentication_error: the account.
+  "CUSTOMER_NOT_ENABLED",
+  "CUSTOMER_NOT_FOUND",
+  "CLIENT_CUSTOMER_ID_INVALID",
+  "INCOMPLETE_SIGNUP",
+  "MISSING_TOS",
+  "ACTION_NOT_PERMITTED",
+  "ACTION_NOT_PERMITTED_FOR_SUSPENDED_ACCOUNT",
+  "ACCESS_DENIED_FOR_ACCOUNT_TYPE",
+  "SERVICE_ACCESS_DENIED",
+  "INVALID_LOGIN_CUSTOMER_ID_SERVING_CUSTOMER_ID_COMBINATION",
+  // header_error, request_error: the customer ids we send for the destination.
+  "INVALID_LOGIN_CUSTOMER_ID",
+  "INVALID_CUSTOMER_ID",
+  "CANNOT_BE_EXECUTED_BY_MANAGER_ACCOUNT",
+  // not_allowlisted_error: what new adopters of click-conversion imports are told since June 2026.
+  "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+  // conversion_upload_error, conversion_adjustment_upload_error: the account's terms and settings, the conversion action.
+  "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS",
+  "CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS",
+  "CUSTOMER_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS",
+  "NO_CONVERSION_ACTION_FOUND",
+  "INVALID_CONVERSION_ACTION_TYPE",
+]);
+
+/**
+ * Request-level codes about our own setup, not a tenant's: the developer token
+ * (GOOGLE_ADS_DEVELOPER_TOKEN) and its Cloud project are shared by every destination. An operator
+ * fixes them once, so the rows wait and go again by themselves, instead of every Google Ads
+ * destination waiting for its own people to set it active again.
+ */
+const OPERATOR_REFUSED = new Set([
+  "DEVELOPER_TOKEN_INVALID",
+  "DEVELOPER_TOKEN_NOT_APPROVED",
+  "DEVELOPER_TOKEN_NOT_ON_ALLOWLIST",
+  "DEVELOPER_TOKEN_PROHIBITED",
+  "PROJECT_DISABLED",
+  "CLOUD_PROJECT_NOT_APPROVED_FOR_PRODUCTION",
+]);
+/** How long rows wait while our own setup is refused (Watchtower's delivery_lag shows the wait). */
+const OPERATOR_RETRY_SECONDS = 3600;
+
+/** gRPC statuses that refuse a request for who sends it or where it goes, whatever the failure says. */
+const DESTINATION_STATUSES = new Set([
+  grpc.status.UNAUTHENTICATED,
+  grpc.status.PERMISSION_DENIED,
+  grpc.status.NOT_FOUND,
+  grpc.status.FAILED_PRECONDITION,
+]);
+
+/** Without a GoogleAdsFailure: worth sending again as it is (the Data Manager rail retries the same codes). */
+const TRANSIENT_STATUSES = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.INTERNAL,
+  grpc.status.UNKNOWN,
+  grpc.status.CANCELLED,
+  grpc.status.ABORTED,
 ]);
 
 const CONSENT: Record<ConsentSignal, ConsentStatus> = { granted: "GRANTED", denied: "DENIED", unspecified: "UNSPECIFIED" };
@@ -98,6 +167,7 @@ interface GrpcError extends Error {
 
 /** How one RPC ended, when it did not return a response. */
 type CallFailure =
+  /** The destination needs a person (BatchOutcome "reauth"). */
   | { kind: "reauth"; code: string }
   | { kind: "retry_batch"; code: string; retryAfterSeconds: number }
   /** A final request-level error: every row of the RPC fails with it. */
@@ -210,7 +280,7 @@ export class GoogleAdsRail implements RailClient {
         return result;
       } else {
         // An earlier RPC of the batch went through: only this RPC's rows wait.
-        const retryAfterSeconds = result.kind === "retry_batch" ? result.retryAfterSeconds : TRANSIENT_RETRY_SECONDS;
+        const retryAfterSeconds = result.kind === "retry_batch" ? result.retryAfterSeconds : REFUSED_RETRY_SECONDS;
         for (const i of rpc.indices) rows[i] = { kind: "retry", code: result.code, retryAfterSeconds };
       }
       decided = true;
@@ -237,7 +307,9 @@ export class GoogleAdsRail implements RailClient {
         const failure = callFailure(error);
         // A cached token can be refused while the grant is fine (expired early, rotated). If the
         // grant itself is gone, refreshing answers invalid_grant and no second request is made.
-        if (failure.kind === "reauth" && error.code === grpc.status.UNAUTHENTICATED && attempt === 1) {
+        // A refused developer token or account is no token's fault: no second request either.
+        const tokenRefused = GRANT_REFUSED.has(failure.code) || failure.code === "UNAUTHENTICATED";
+        if (failure.kind === "reauth" && tokenRefused && error.code === grpc.status.UNAUTHENTICATED && attempt === 1) {
           this.tokens.forget(destination.refreshToken);
           continue;
         }
@@ -344,30 +416,29 @@ function rowOutcomes(count: number, partialFailure: Status | null | undefined): 
   return rows.map((row) => row ?? { kind: "accepted" });
 }
 
-/** How a failed RPC ends: reauth, wait and send the batch again, or a final error for its rows. */
+/**
+ * How a failed RPC ends: the destination needs a person (reauth), wait and send the batch again,
+ * or a final error for its rows. A failed RPC is refused as a whole, so it is the destination's
+ * when Google's code or status says so; Google's code from the failure when there is one.
+ */
 function callFailure(error: GrpcError): CallFailure {
   const [trailer] = error.metadata?.get(FAILURE_TRAILER) ?? [];
   const errors = trailer instanceof Buffer ? decodeFailure(trailer) : [];
-  const refused = errors.find((e) => GRANT_REFUSED.has(e.code));
+  const ours = errors.find((e) => OPERATOR_REFUSED.has(e.code));
+  if (ours) return { kind: "retry_batch", code: ours.code, retryAfterSeconds: OPERATOR_RETRY_SECONDS };
+  const refused = errors.find((e) => GRANT_REFUSED.has(e.code) || DESTINATION_REFUSED.has(e.code));
   if (refused) return { kind: "reauth", code: refused.code };
   if (errors.length > 0) {
     const outcome = outcomeOf(errors[0]);
     if (outcome.kind === "retry") return { kind: "retry_batch", code: outcome.code, retryAfterSeconds: outcome.retryAfterSeconds };
+    if (DESTINATION_STATUSES.has(error.code)) return { kind: "reauth", code: errors[0].code };
     return { kind: "failed", code: errors[0].code, message: errors[0].message };
   }
   const name = grpc.status[error.code] ?? `GRPC_STATUS_${error.code}`;
-  switch (error.code) {
-    case grpc.status.UNAVAILABLE:
-    case grpc.status.DEADLINE_EXCEEDED:
-    case grpc.status.INTERNAL:
-      return { kind: "retry_batch", code: name, retryAfterSeconds: TRANSIENT_RETRY_SECONDS };
-    case grpc.status.RESOURCE_EXHAUSTED:
-      return { kind: "retry_batch", code: name, retryAfterSeconds: QUOTA_RETRY_SECONDS };
-    case grpc.status.UNAUTHENTICATED:
-      return { kind: "reauth", code: name };
-    default:
-      return { kind: "failed", code: name, message: error.details ?? error.message };
-  }
+  if (TRANSIENT_STATUSES.has(error.code)) return { kind: "retry_batch", code: name, retryAfterSeconds: TRANSIENT_RETRY_SECONDS };
+  if (error.code === grpc.status.RESOURCE_EXHAUSTED) return { kind: "retry_batch", code: name, retryAfterSeconds: QUOTA_RETRY_SECONDS };
+  if (DESTINATION_STATUSES.has(error.code)) return { kind: "reauth", code: name };
+  return { kind: "failed", code: name, message: error.details ?? error.message };
 }
 
 /** The shape GoogleAdsFailure.toObject gives (enums as names, int64 as strings), as far as we read it. */

@@ -72,7 +72,13 @@ export type RowOutcome =
 export type BatchOutcome =
   /** One outcome per input row, in order. requestId: Data Manager's, to fetch processing status later. */
   | { kind: "rows"; rows: RowOutcome[]; requestId?: string }
-  /** The OAuth grant is revoked or invalid: the destination needs re-authorisation; nothing was sent. */
+  /**
+   * The destination needs a person, not the rows: Google refused the whole request because of its
+   * grant (revoked, invalid), account (not enabled, not allowlisted, terms not accepted, no
+   * access) or the conversion action. Every batch would be refused alike, so
+   * nothing of this one is decided: its rows go back unsent, the destination becomes needs_reauth
+   * with `code` (Google's) as its reason, and delivery waits until someone acts on it.
+   */
   | { kind: "reauth"; code: string }
   /** Nothing was delivered and the whole batch should be retried later (UNAVAILABLE, quota, timeouts). */
   | { kind: "retry_batch"; code: string; retryAfterSeconds: number };

@@ -44,8 +44,10 @@ export interface FakeBehaviour {
   quotaExhausted?: { retryDelaySeconds?: number };
   /** Answer every call with UNAUTHENTICATED and AuthenticationError OAUTH_TOKEN_REVOKED, whatever the token. */
   tokenRevoked?: boolean;
-  /** Answer every call with this request-level error and gRPC status. */
-  callError?: FakeError & { status: grpc.status };
+  /** Answer every call (of `method` only, when given) with this request-level error and gRPC status. */
+  callError?: FakeError & { status: grpc.status; method?: FakeMethod };
+  /** Answer every call with this gRPC status and no GoogleAdsFailure trailer (as a proxy or the transport might). */
+  bareStatus?: grpc.status;
   /** Wait this long before answering. */
   latencyMs?: number;
 }
@@ -109,7 +111,7 @@ export async function startGoogleAdsFake(options: GoogleAdsFakeOptions): Promise
   }
 
   /** The checks and programmed failures that answer a call before its rows are looked at. */
-  function refusal(metadata: Record<string, string>): grpc.ServiceError | undefined {
+  function refusal(method: FakeMethod, metadata: Record<string, string>): grpc.ServiceError | undefined {
     const unauthenticated = (code: string, message: string) =>
       callFailure(grpc.status.UNAUTHENTICATED, [googleAdsError({ category: "authentication_error", code, message })]);
     if (behaviour.tokenRevoked) return unauthenticated("OAUTH_TOKEN_REVOKED", "The OAuth token has been revoked.");
@@ -145,7 +147,12 @@ export async function startGoogleAdsFake(options: GoogleAdsFakeOptions): Promise
         },
       ]);
     }
-    if (behaviour.callError) return callFailure(behaviour.callError.status, [googleAdsError(behaviour.callError)]);
+    const { callError } = behaviour;
+    if (callError && (callError.method ?? method) === method) return callFailure(callError.status, [googleAdsError(callError)]);
+    if (behaviour.bareStatus !== undefined) {
+      const details = `Simulated ${grpc.status[behaviour.bareStatus]}.`;
+      return Object.assign(new Error(details), { code: behaviour.bareStatus, details, metadata: new grpc.Metadata() });
+    }
     return undefined;
   }
 
@@ -158,7 +165,7 @@ export async function startGoogleAdsFake(options: GoogleAdsFakeOptions): Promise
       }
       fake.requests.push({ method, request: call.request, metadata });
       setTimeout(() => {
-        const refused = refusal(metadata);
+        const refused = refusal(method, metadata);
         if (refused) return callback(refused);
         const rows: ProtoObject[] = call.request[rowsField] ?? [];
         const errors = rows.flatMap((row, index) => {
