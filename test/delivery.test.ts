@@ -1011,6 +1011,24 @@ describe("consent, retractions and rows without identifiers", () => {
     expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
   });
 
+  test("on Data Manager, which cannot send calls, a forwarded call's sale with no click id, email or phone waits for a click id like any other", async () => {
+    const site = await createDeliverySite("datamanager");
+    const providerCallId = unique("fwd-dm").replace(/[^A-Za-z0-9_.:-]/g, "_");
+    await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
+      call_id: providerCallId, status: "answered", caller: "+905559998866", tracking_number: "+908501112233",
+      started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95, google_forwarding: true })]);
+    const { rows: [call] } = await root().query("select id from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
+    await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
+    // Consent for ad_user_data granted: the caller would be usable, were there a rail to carry it.
+    await root().query("update app_public.offline_conversion_queue set ad_user_data = 'granted' where site_id = $1", [site.id]);
+
+    expect(await deliver(site)).toMatchObject({ claimed: 1, retry: 1, failed: 0, sent: 0 });
+    const { rows: [row] } = await root().query("select status, last_error_code from app_public.offline_conversion_queue where site_id = $1", [site.id]);
+    // Before migration 000040: failed, INVALID_NO_IDENTIFIERS, for good.
+    expect(row).toEqual({ status: "pending", last_error_code: "AWAITING_CLICK_ID" });
+    expect(dm.requests).toHaveLength(0);
+  });
+
   describe("undo while the conversion is in flight (claimed by another uploader)", () => {
     /** Google Ads as it behaves for adjustments: an order id it does not have yet cannot be retracted. */
     function googleKnowsOnlyUploadedOrders(): Set<string> {
