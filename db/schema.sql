@@ -1525,8 +1525,7 @@ Derived from status for the queue''s partial indexes: open (pending or processin
 CREATE FUNCTION app_private.awaits_request_status(q app_public.offline_conversion_queue) RETURNS boolean
     LANGUAGE sql STABLE
     AS $$
-  select q.stage = 'sent' and q.request_id is not null and q.request_id <> 'csv' and q.last_error_code is null
-     and q.sent_at > pg_catalog.now() - interval '2 days';
+  select app_private.lacks_request_verdict(q) and q.sent_at > pg_catalog.now() - interval '2 days';
 $$;
 
 --
@@ -1751,6 +1750,33 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid) IS 'Claims up to limit due conversions (optionally of one site) for an uploader, under a lease of lease_seconds (FOR UPDATE SKIP LOCKED), recording the destination they go to.';
+
+--
+-- Name: close_unanswered_requests(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.close_unanswered_requests(site_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+declare
+  v_count integer;
+begin
+  update app_public.offline_conversion_queue q
+     set last_error_code = 'NO_PROCESSING_STATUS',
+         last_error_message = 'Google took the upload but gave no processing status within two days; whether these conversions matched is unknown.'
+   where q.site_id = close_unanswered_requests.site_id and q.stage = 'sent' and app_private.lacks_request_verdict(q)
+     and q.sent_at <= pg_catalog.now() - interval '2 days';
+  get diagnostics v_count = row_count;
+  return v_count;
+end;
+$$;
+
+--
+-- Name: FUNCTION close_unanswered_requests(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.close_unanswered_requests(site_id uuid) IS 'Gives the site''s rows that waited two days for a processing status in vain the code NO_PROCESSING_STATUS; returns how many.';
 
 --
 -- Name: compute_ledger_digest(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
@@ -2615,6 +2641,22 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid) IS 'Creates an API key and returns it once. Callers check authority first.';
+
+--
+-- Name: lacks_request_verdict(app_public.offline_conversion_queue); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.lacks_request_verdict(q app_public.offline_conversion_queue) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+  select q.stage = 'sent' and q.request_id is not null and q.request_id <> 'csv' and q.last_error_code is null;
+$$;
+
+--
+-- Name: FUNCTION lacks_request_verdict(q app_public.offline_conversion_queue); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.lacks_request_verdict(q app_public.offline_conversion_queue) IS 'True for a row a Data Manager request carried on which Google has given no processing verdict (never for rows a CSV export took).';
 
 --
 -- Name: latest_consent(uuid, bytea); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8525,6 +8567,12 @@ REVOKE ALL ON FUNCTION app_private.check_rate_limit(site app_public.sites, clien
 REVOKE ALL ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, "limit" integer, site_id uuid, worker text, lease_seconds integer, destination_id uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION close_unanswered_requests(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.close_unanswered_requests(site_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -8670,6 +8718,12 @@ GRANT ALL ON FUNCTION app_private.ingest_requests(requests jsonb, global_origins
 --
 
 REVOKE ALL ON FUNCTION app_private.issue_api_key(site_id uuid, role app_public.site_role, name text, created_by uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION lacks_request_verdict(q app_public.offline_conversion_queue); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.lacks_request_verdict(q app_public.offline_conversion_queue) FROM PUBLIC;
 
 --
 -- Name: FUNCTION latest_consent(site_id uuid, visitor_hash bytea); Type: ACL; Schema: app_private; Owner: -

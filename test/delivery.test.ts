@@ -521,7 +521,7 @@ describe("Google Ads API rail", () => {
     const { rows: taken } = await root().query("select id from app_private.claim_offline_conversion_jobs('google', 2000, $1, 'other-worker', 60)", [site.id]);
     expect(taken).toEqual([]);
     const { rows: [held] } = await root().query(
-      "select count(*)::int as n from pg_stat_activity where state = 'idle in transaction' and query like '%lock_conversion_batch%'");
+      "select count(*)::int as n from pg_stat_activity where datname = current_database() and state = 'idle in transaction' and query like '%lock_conversion_batch%'");
     expect(held.n).toBe(1);
 
     expect(await delivery).toMatchObject({ claimed: 2, accepted: 2 });
@@ -545,7 +545,7 @@ describe("Google Ads API rail", () => {
     await untilAdsReceived(1);
     const { rows: [{ terminated }] } = await root().query(
       `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity
-        where state = 'idle in transaction' and query like '%lock_conversion_batch%'`);
+        where datname = current_database() and state = 'idle in transaction' and query like '%lock_conversion_batch%'`);
     expect(terminated).toBe(1);
     await expect(doomed).rejects.toThrow();
 
@@ -751,6 +751,23 @@ describe("Data Manager API rail", () => {
     await deliverFromScratch(site);
     expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted" });
     expect(await secondsToNextRun(site)).toBeUndefined();
+  });
+
+  test("rows Google gave no processing status for in two days get NO_PROCESSING_STATUS and are not asked about again; younger ones still are", async () => {
+    const site = await createDeliverySite("datamanager");
+    const old = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = now() - interval '49 hours' where site_id = $1", [site.id]);
+    const young = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1 and order_id = $2", [site.id, young]);
+
+    dm.behave({ processing: true });
+    await deliverFromScratch(site);
+    expect(await rowOf(site.id, old)).toMatchObject({ status: "sent", last_error_code: "NO_PROCESSING_STATUS", accepted_at: null });
+    expect((await rowOf(site.id, old)).last_error_message).toMatch(/no processing status within two days/);
+    expect(await rowOf(site.id, young)).toMatchObject({ status: "sent", last_error_code: null });
+    expect(dm.statusAsked).toEqual([(await rowOf(site.id, young)).request_id]);
   });
 
   test("a batch with one row Google refuses: that row fails with Google's reason, the others are sent and later accepted", async () => {

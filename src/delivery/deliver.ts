@@ -111,6 +111,8 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   // A click id learned since the sale reaches the conversions about to be claimed (one waiting
   // for a click id is due every 6 hours; an editor's refresh looks at all of them at once).
   await owner.query("select app_private.refresh_conversion_attribution($1, due_only => true)", [siteId]);
+  // Rows Google gave no processing status for in two days stop looking as if one were coming.
+  await owner.query("select app_private.close_unanswered_requests($1)", [siteId]);
 
   const { rows: [row] } = await owner.query(
     `select id, rail, customer_id, login_customer_id, conversion_action, status

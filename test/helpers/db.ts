@@ -73,7 +73,10 @@ export async function sqlState(client: pg.ClientBase, fn: () => Promise<unknown>
 /** Waits until `count` sessions wait for an advisory lock: a test holding one knows its request has got that far. */
 export async function waitForLockWaiters(count: number): Promise<void> {
   for (let i = 0; i < 500; i++) {
-    const { rows } = await getRootPool().query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
+    // This database's only: another suite may run beside this one on the same server.
+    const { rows } = await getRootPool().query(
+      `select count(*)::int as n from pg_locks
+        where locktype = 'advisory' and not granted and database = (select oid from pg_database where datname = current_database())`);
     if (rows[0].n >= count) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
