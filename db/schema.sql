@@ -910,10 +910,11 @@ begin
   return (select coalesce(pg_catalog.jsonb_object_agg(p.name, p.value) filter (where p.value is not null), '{}'::jsonb)
             from (select distinct on (q.name) q.name,
                          nullif(pg_catalog.btrim(case when pg_catalog.strpos(q.raw, '%') = 0 then pg_catalog.replace(q.raw, '+', ' ')
-                                                      else app_hidden.percent_decode(q.raw) end), '') as value
+                                                      else app_hidden.percent_decode(q.raw) end, E' \t\n\r\f\v'), '') as value
                     from (select pg_catalog.split_part(t.pair, '=', 1) as name,
                                  pg_catalog.substr(t.pair, pg_catalog.strpos(t.pair, '=') + 1) as raw, t.n
-                            from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '\?([^#]*)'), '&') with ordinality as t(pair, n)
+                            -- The query: from the first '?' before any '#' up to the '#'.
+                            from pg_catalog.regexp_split_to_table(pg_catalog.substring(url, '^[^?#]*\?([^#]*)'), '&') with ordinality as t(pair, n)
                            where pg_catalog.strpos(t.pair, '=') > 1) q
                    order by q.name, q.n) p);
 end;

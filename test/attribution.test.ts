@@ -42,6 +42,8 @@ const CASES: Case[] = [
   { name: "gclid value is trimmed (+)", url: `${LANDING}?gclid=+G1+`, tier: "S1", source: "google_ads", click: ["gclid", "G1"] },
   { name: "gclid value is percent-decoded", url: `${LANDING}?gclid=EAIa%2FIQ%3D%3D`, tier: "S1", source: "google_ads", click: ["gclid", "EAIa/IQ=="] },
   { name: "gclid before a fragment", url: `${LANDING}?gclid=G1#top`, tier: "S1", source: "google_ads", click: ["gclid", "G1"] },
+  { name: "a '?' inside the fragment is not the query (hash-routed page)", url: "https://shop.example/#/offer?gclid=G1", tier: "S5", source: "organic:direct" },
+  { name: "the query ends at the fragment, even one holding a '?'", url: `${LANDING}?gclid=G1#/offer?gclid=G2`, tier: "S1", source: "google_ads", click: ["gclid", "G1"] },
   { name: "gclid after other parameters", url: `${LANDING}?a=1&gclid=G1&b=2`, tier: "S1", source: "google_ads", click: ["gclid", "G1"] },
   // Empty counts as absent: the next rule decides.
   { name: "empty gclid= is absent (falls to S2)", url: `${LANDING}?gclid=&utm_source=bing&utm_medium=cpc`, tier: "S2", source: "paid:bing" },
@@ -61,6 +63,7 @@ const CASES: Case[] = [
   { name: "utm_source lower-cased in the source", url: `${LANDING}?utm_source=Bing&utm_medium=cpc`, tier: "S2", source: "paid:bing" },
   { name: "utm_medium percent-encoded (%63pc)", url: `${LANDING}?utm_source=bing&utm_medium=%63pc`, tier: "S2", source: "paid:bing" },
   { name: "utm_medium trimmed", url: `${LANDING}?utm_source=bing&utm_medium=%20cpc%20`, tier: "S2", source: "paid:bing" },
+  { name: "utm values trimmed of tabs and line breaks too", url: `${LANDING}?utm_source=%09bing%0A&utm_medium=cpc%0D%0A`, tier: "S2", source: "paid:bing" },
   { name: "msclkid alone", url: `${LANDING}?msclkid=M1`, tier: "S2", source: "paid:microsoft_ads", click: ["msclkid", "M1"] },
   { name: "msclkid with a utm_source", url: `${LANDING}?msclkid=M1&utm_source=bing&utm_medium=cpc`, tier: "S2", source: "paid:bing", click: ["msclkid", "M1"] },
   { name: "msclkid beats ttclid (S2 before S4)", url: `${LANDING}?ttclid=T1&msclkid=M1`, tier: "S2", source: "paid:microsoft_ads", click: ["msclkid", "M1"] },
