@@ -1568,7 +1568,7 @@ declare
   v app_private.subject_link_set;
   v_receipt jsonb := '{}';
   v_count integer;
-  v_conversion record;
+  v_conversion app_public.offline_conversion_queue;
 begin
   select * into v_request from app_public.erasure_requests r
    where r.site_id = carry_out_erasure.site_id and r.id = carry_out_erasure.request_id
@@ -1618,7 +1618,8 @@ begin
              last_error_message = 'The subject''s data was erased before delivery.'
        where q.site_id = v_conversion.site_id and q.id = v_conversion.id;
       v_receipt := pg_catalog.jsonb_set(v_receipt, '{conversions_cancelled}', pg_catalog.to_jsonb((v_receipt ->> 'conversions_cancelled')::int + 1));
-    elsif v_conversion.status in ('processing', 'sent', 'accepted') then
+    end if;
+    if v_conversion.status in ('processing', 'sent', 'accepted') or app_private.upload_outcome_unknown(v_conversion) then
       insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, conversion_at, value, currency, ad_user_data, ad_personalization)
       values (v_conversion.site_id, v_conversion.sale_id, 'retraction', v_conversion.order_id, v_conversion.conversion_at, v_conversion.value,
               v_conversion.currency, v_conversion.ad_user_data, v_conversion.ad_personalization)
@@ -5264,6 +5265,23 @@ $$;
 COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid) IS 'Request ids whose processing status is due to be asked (sent 5 minutes to 2 days ago, no verdict yet).';
 
 --
+-- Name: upload_outcome_unknown(app_public.offline_conversion_queue); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.upload_outcome_unknown(q app_public.offline_conversion_queue) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  select q.status = 'pending' and q.attempts > 0
+     and q.last_error_code in ('DEADLINE_EXCEEDED', 'UNAVAILABLE', 'CANCELLED', 'UNKNOWN', 'INTERNAL', 'ABORTED');
+$$;
+
+--
+-- Name: FUNCTION upload_outcome_unknown(q app_public.offline_conversion_queue); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.upload_outcome_unknown(q app_public.offline_conversion_queue) IS 'True for a pending conversion whose last upload ended without an answer (timeout, dropped connection): Google may have it.';
+
+--
 -- Name: valid_consent(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -5305,9 +5323,13 @@ begin
    where q.site_id = withdraw_conversion.site_id and q.sale_id = withdraw_conversion.sale_id and q.kind = 'conversion'
      for update;
   if v_row.status = 'pending' then
-    update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'SALE_UNDONE', last_error_message = 'The sale was undone before delivery.'
+    update app_public.offline_conversion_queue q set status = 'cancelled', last_error_code = 'SALE_UNDONE',
+           last_error_message = case when app_private.upload_outcome_unknown(v_row)
+                                     then 'The sale was undone after an upload whose outcome is unknown; a retraction follows.'
+                                     else 'The sale was undone before delivery.' end
      where q.site_id = v_row.site_id and q.id = v_row.id;
-  elsif v_row.status in ('processing', 'sent', 'accepted') then
+  end if;
+  if v_row.status in ('processing', 'sent', 'accepted') or app_private.upload_outcome_unknown(v_row) then
     insert into app_public.offline_conversion_queue (site_id, sale_id, kind, order_id, click_id, click_id_type, conversion_at, value, currency,
                                                      ad_user_data, ad_personalization)
     values (v_row.site_id, v_row.sale_id, 'retraction', v_row.order_id, v_row.click_id, v_row.click_id_type, v_row.conversion_at,
@@ -5323,7 +5345,7 @@ $$;
 -- Name: FUNCTION withdraw_conversion(site_id uuid, sale_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.withdraw_conversion(site_id uuid, sale_id uuid) IS 'Cancels a sale''s undelivered conversion, or queues a retraction of a delivered one.';
+COMMENT ON FUNCTION app_private.withdraw_conversion(site_id uuid, sale_id uuid) IS 'Cancels a sale''s undelivered conversion, or queues a retraction of one Google may have (delivered, in flight, or sent without an answer).';
 
 --
 -- Name: site_members; Type: TABLE; Schema: app_public; Owner: -
@@ -9071,6 +9093,12 @@ REVOKE ALL ON FUNCTION app_private.tg_sites__issue_salt() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app_private.unsettled_requests(site_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION upload_outcome_unknown(q app_public.offline_conversion_queue); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.upload_outcome_unknown(q app_public.offline_conversion_queue) FROM PUBLIC;
 
 --
 -- Name: FUNCTION valid_consent(consent jsonb); Type: ACL; Schema: app_private; Owner: -

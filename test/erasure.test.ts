@@ -311,6 +311,23 @@ describe("the residue scan: a retraction's order id", () => {
       expect(await hits()).toEqual([]);
     }));
 
+  test("a conversion whose last upload timed out is retracted as well as cancelled: Google may have it", () =>
+    withRootDb(async (client) => {
+      const { a, z } = await seedWorld(client);
+      const { rows: [sale] } = await client.query(
+        "select (app_public.confirm_sale_and_enqueue($1, 'CRM-78', 10, 'TRY', now(), visitor_id => $2)).id", [a.id, z.values.visitor]);
+      await client.query("update app_public.offline_conversion_queue set attempts = 1, last_error_code = 'DEADLINE_EXCEEDED' where site_id = $1 and sale_id = $2",
+        [a.id, sale.id]);
+      const request = await requestErasure(client, a.id, "visitor_id", z.values.visitor);
+      await runTask(client, request.id);
+      const { rows } = await client.query(
+        "select kind, status, last_error_code from app_public.offline_conversion_queue where site_id = $1 and sale_id = $2 order by kind", [a.id, sale.id]);
+      expect(rows).toEqual([
+        { kind: "conversion", status: "cancelled", last_error_code: "ERASED" },
+        { kind: "retraction", status: "pending", last_error_code: null },
+      ]);
+    }));
+
   test("a retraction whose order id was never personal keeps it", () =>
     withRootDb(async (client) => {
       const { a, z } = await seedWorld(client);

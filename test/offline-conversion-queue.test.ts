@@ -921,6 +921,30 @@ describe("withdrawal when a sealed call is undone", () => {
     });
   });
 
+  test.each([
+    ["DEADLINE_EXCEEDED", true], ["UNAVAILABLE", true], ["CANCELLED", true],
+    ["TOO_RECENT_EVENT", false], ["RESOURCE_EXHAUSTED", false],
+  ])("a pending conversion whose last upload ended %s: cancelled, and retracted only if Google may have it (%s)", async (code, retracted) => {
+    await withRootDb(async (client) => {
+      const owner = await createUser(client);
+      const site = await createTrackedSite(client, owner);
+      const { saleId, callId } = await sealedCall(client, site);
+      // As the upload loop records it: sent once, back to pending with the call's code, to go again.
+      await client.query("update app_public.offline_conversion_queue set attempts = 1, last_error_code = $2, retry_at = now() + interval '1 minute' where sale_id = $1",
+        [saleId, code]);
+      await client.query("select app_public.undo_call_action($1, $2)", [site.id, callId]);
+      expect(await queueRowOf(client, site.id, saleId)).toMatchObject({ status: "cancelled", last_error_code: "SALE_UNDONE" });
+      const retraction = await queueRowOf(client, site.id, saleId, "retraction");
+      if (retracted) {
+        expect(retraction).toMatchObject({ status: "pending", attempts: 0 });
+        // The conversion is cancelled, so nothing holds the retraction back.
+        expect((await claim(client, site.id, 10, "w")).map((r) => r.kind)).toEqual(["retraction"]);
+      } else {
+        expect(retraction).toBeUndefined();
+      }
+    });
+  });
+
   test("a failed conversion (Google never took it) needs no retraction", async () => {
     await withRootDb(async (client) => {
       const owner = await createUser(client);
