@@ -1028,6 +1028,28 @@ describe("consent, retractions and rows without identifiers", () => {
     expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
   });
 
+  test("undoing a sale that went to Google Ads as a call conversion: its retraction fails RETRACTION_UNSUPPORTED at once, nothing doomed is sent", async () => {
+    const site = await createDeliverySite("google_ads");
+    const providerCallId = unique("fwd-undo").replace(/[^A-Za-z0-9_.:-]/g, "_");
+    await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
+      call_id: providerCallId, status: "answered", caller: "+905559998855", tracking_number: "+908501112233",
+      started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95, google_forwarding: true })]);
+    const { rows: [call] } = await root().query("select id from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
+    await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
+    await root().query("update app_public.offline_conversion_queue set ad_user_data = 'granted' where site_id = $1", [site.id]);
+    expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
+    expect(ads.requests.map((r) => r.method)).toEqual(["UploadCallConversions"]);
+
+    await root().query("select app_public.undo_call_action($1, $2)", [site.id, call.id]);
+    expect(await deliver(site)).toMatchObject({ claimed: 1, failed: 1 });
+    const { rows: [retraction] } = await root().query(
+      "select status, last_error_code, last_error_message from app_public.offline_conversion_queue where site_id = $1 and kind = 'retraction'", [site.id]);
+    expect(retraction).toMatchObject({ status: "failed", last_error_code: "RETRACTION_UNSUPPORTED" });
+    expect(retraction.last_error_message).toMatch(/call conversion/);
+    // An adjustment by order id would have found nothing: a call conversion has none.
+    expect(ads.requests.map((r) => r.method)).toEqual(["UploadCallConversions"]);
+  });
+
   test("on Data Manager, which cannot send calls, a forwarded call's sale with no click id, email or phone waits for a click id like any other", async () => {
     const site = await createDeliverySite("datamanager");
     const providerCallId = unique("fwd-dm").replace(/[^A-Za-z0-9_.:-]/g, "_");

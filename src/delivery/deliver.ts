@@ -208,6 +208,11 @@ async function sendBatch(rail: RailClient, destination: Destination, payloads: P
       outcomes.push({ id: payload.id, kind: "failed", code: "NO_IDENTIFIER", message: "No Google click id turned up within 7 days and no consented email or phone is known." });
     } else if (payload.unmatchable === "AWAITING_CLICK_ID") {
       outcomes.push({ id: payload.id, kind: "retry", code: "AWAITING_CLICK_ID", message: "Waiting for a click id or a consented email/phone.", retry_after_seconds: AWAIT_CLICK_ID_SECONDS });
+    } else if (payload.kind === "retraction" && payload.caller_id && payload.call_start_time) {
+      // Its conversion went as a call conversion, which carries no order id, and an adjustment
+      // names its conversion only by order id or click: no API call could reach it.
+      outcomes.push({ id: payload.id, kind: "failed", code: "RETRACTION_UNSUPPORTED",
+        message: "A call conversion cannot be retracted through Google's API (it has no order id); remove it in Google Ads." });
     } else {
       sendable.push(payload);
     }
