@@ -3200,15 +3200,17 @@ begin
   return next 'Parameters:TimeZone=' || v_site.timezone;
   return next 'Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency,Ad User Data,Ad Personalization';
   return query
-  select pg_catalog.concat_ws(',', q.click_id, app_private.csv_field(oci_export_lines.conversion_name),
-           pg_catalog.to_char(q.conversion_at at time zone v_site.timezone, 'YYYY-MM-DD HH24:MI:SS'), q.value::text, q.currency,
-           case q.ad_user_data when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end,
-           case q.ad_personalization when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end)
-    from app_public.offline_conversion_queue q
-   where q.site_id = v_site.id and q.stage = 'sent' and q.kind = 'conversion' and q.request_id = 'csv'
-     and q.conversion_at > pg_catalog.now() - interval '90 days'
-     and q.click_id is not null and q.click_id_type = 'gclid'
-   order by q.conversion_at, q.id;
+  select pg_catalog.concat_ws(',', p.click_id, app_private.csv_field(oci_export_lines.conversion_name),
+           -- 'yyyy-mm-dd hh:mm:ss' of Google's 'yyyy-mm-dd hh:mm:ss+hh:mm' in the site's zone.
+           pg_catalog.left(p.conversion_time, 19), p.value, p.currency,
+           case p.ad_user_data when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end,
+           case p.ad_personalization when 'granted' then 'GRANTED' when 'denied' then 'DENIED' else '' end)
+    from app_private.shape_conversion_payloads(v_site.id, array(
+           select q from app_public.offline_conversion_queue q
+            where q.site_id = v_site.id and q.stage = 'sent' and q.kind = 'conversion' and q.request_id = 'csv'
+              and q.conversion_at > pg_catalog.now() - interval '90 days'
+              and q.click_id is not null and q.click_id_type = 'gclid')) p
+   order by p.conversion_time, p.id;
 end;
 $$;
 

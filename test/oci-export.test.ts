@@ -8,6 +8,7 @@
 import { createUser, getRootPool, unique } from "./helpers/db";
 import { runCli } from "./helpers/cli";
 import { readBody, startTestService, TestService } from "./helpers/http";
+import { createTrackedSite, ingest, pageview, sessionOf } from "./helpers/revenue";
 
 let service: TestService;
 let siteId: string;
@@ -58,6 +59,25 @@ test("the CSV is Google's scheduled-import format, in the site's time zone", asy
   const { rows: [row] } = await getRootPool().query(
     "select to_char(conversion_at at time zone 'Europe/Istanbul', 'YYYY-MM-DD HH24:MI:SS') as local from app_public.offline_conversion_queue where site_id = $1 and order_id = 'CRM-1'", [siteId]);
   expect(lines[2].split(",")[3]).toBe(row.local);
+});
+
+test("a sale whose clock is behind its click goes a second after the click, as on the API rails (never before it)", async () => {
+  const pool = getRootPool();
+  const site = await createTrackedSite(pool, await createUser(pool as never));
+  await pool.query("update app_public.sites set timezone = 'Europe/Istanbul' where id = $1", [site.id]);
+  const { rows: [{ now }] } = await pool.query("select (extract(epoch from now()) * 1000)::float8 as now");
+  const click = pageview(`v_${unique("csvclock").replace(/[^A-Za-z0-9_-]/g, "_")}`, now - 2 * 3600_000, "https://shop.example/landing?gclid=G_csv_clock");
+  await ingest(pool, site, [click]);
+  const session = await sessionOf(pool, site, click);
+  // The CRM's clock says the sale came an hour before the click that brought it.
+  await pool.query("select app_public.confirm_sale_and_enqueue($1, 'CRM-clock', 10, 'TRY', $2::timestamptz, session_id => $3)",
+    [site.id, new Date(now - 3 * 3600_000).toISOString(), session.id]);
+  const { rows: [{ key }] } = await pool.query("select key from app_private.issue_api_key($1, 'editor', 'test', null)", [site.id]);
+  const lines = (await (await get(`Bearer ${key}`)).text()).trimEnd().split("\n");
+  expect(lines).toHaveLength(3);
+  const { rows: [{ local }] } = await pool.query(
+    "select to_char(($1::timestamptz + interval '1 second') at time zone 'Europe/Istanbul', 'YYYY-MM-DD HH24:MI:SS') as local", [session.started_at]);
+  expect(lines[2].split(",")[2]).toBe(local);
 });
 
 test("exported rows become sent and stay in later files; the unmatchable one stays pending", async () => {

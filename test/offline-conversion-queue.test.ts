@@ -11,6 +11,8 @@
  */
 import { Logger, runOnce } from "graphile-worker";
 import pg from "pg";
+import { readConfig } from "../src/config";
+import { makePools } from "../src/db/pools";
 import {
   addMember, becomeRoot, becomeUser, closeRootPool, createApiKey, createUser, getRootPool, sqlState, unique, withRootDb,
 } from "./helpers/db";
@@ -960,6 +962,11 @@ describe("withdrawal when a sealed call is undone", () => {
 /* ------------------------------------------------------------------ one run per site */
 
 describe("one upload run per site at a time", () => {
+  const afterAllDone: Array<() => Promise<void>> = [];
+  afterAll(async () => {
+    for (const done of afterAllDone) await done();
+  });
+
   test("a job added while the site's run is under way waits in the site's named queue until that run ends", async () => {
     const pool = getRootPool();
     const site = await committedSite();
@@ -982,8 +989,11 @@ describe("one upload run per site at a time", () => {
 
     const ran: string[] = [];
     const silent = new Logger(() => () => undefined);
+    // The worker's own pools, as the service makes them (the owner runs jobs).
+    const pools = makePools(readConfig(), { max: 4 });
+    afterAllDone.push(() => pools.end());
     const runDueJobs = () => runOnce({
-      pgPool: pool, logger: silent,
+      pgPool: pools.owner, logger: silent,
       taskList: { upload_conversions: async (payload) => { ran.push((payload as { site_id: string }).site_id); } },
     });
     await runDueJobs();
