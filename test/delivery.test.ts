@@ -726,6 +726,20 @@ describe("Data Manager API rail", () => {
     expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted", last_error_code: null });
   });
 
+  test("a grant revoked while only settling is left: asking about a request finds it, and the destination needs a person", async () => {
+    const site = await createDeliverySite("datamanager");
+    const order = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1", [site.id]);
+    oauth.revoke(site.refreshToken);
+
+    // Nothing to send, one request to ask about: the cached token is refused, a fresh one cannot be had.
+    expect(await deliverFromScratch(site)).toMatchObject({ skipped: "needs_reauth", claimed: 0 });
+    expect(await destinationOf(site)).toMatchObject({ status: "needs_reauth", status_reason: "INVALID_GRANT" });
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "sent", last_error_code: null });
+    expect(await secondsToNextRun(site)).toBeUndefined();
+  });
+
   test("a request Google is still processing is asked again after a wait as long as its age, from 5 minutes up to an hour; never at once", async () => {
     const site = await createDeliverySite("datamanager");
     const order = await confirmSale(site.id);

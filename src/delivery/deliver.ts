@@ -7,6 +7,7 @@
  */
 import type pg from "pg";
 import { DataManagerRail } from "../google/datamanager";
+import { ReauthRequired } from "../google/oauth";
 import type { BatchOutcome, Conversion, Destination, Rail, RailClient, Retraction, RowOutcome } from "../google/types";
 import { readRefreshToken } from "../vault/credentials";
 import type { Vault } from "../vault/vault";
@@ -131,7 +132,14 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   };
   const rail = deps.rails.railFor(destination.rail);
 
-  if (rail instanceof DataManagerRail) await settleSentRequests(deps, siteId, rail, destination);
+  if (rail instanceof DataManagerRail) {
+    const refused = await settleSentRequests(deps, siteId, rail, destination);
+    if (refused) {
+      // The grant is gone: asking about a request needs it as much as sending does.
+      await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, refused]);
+      return { ...summary, skipped: "needs_reauth" };
+    }
+  }
 
   const batchSize = deps.batchSize ?? BATCH_SIZE;
   const hold = () => observed(holdBatch(owner, siteId, batchSize));
@@ -310,15 +318,19 @@ function observed<T>(promise: Promise<T>): Promise<T> {
   return promise;
 }
 
-/** Data Manager accepts a request before it processes it: ask how it went, and record Google's verdict. */
-async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination): Promise<void> {
+/**
+ * Data Manager accepts a request before it processes it: ask how it went, and record Google's
+ * verdict. Returns Google's code when the token endpoint refused the destination's grant.
+ */
+async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination): Promise<string | undefined> {
   const { rows } = await deps.owner.query<{ request_id: string }>("select app_private.unsettled_requests($1) as request_id", [siteId]);
   for (const { request_id: requestId } of rows) {
     let status;
     try {
       status = await rail.requestStatus(destination, requestId);
-    } catch {
-      return; // unreachable, out of quota or not authorised now: the next run asks again
+    } catch (error) {
+      if (error instanceof ReauthRequired) return error.code;
+      return undefined; // unreachable or out of quota now: the next run asks again
     }
     const errors = Object.entries(status.errors).map(([reason, count]) => ({ reason, count }));
     await deps.owner.query("select app_private.settle_request($1, $2, $3, $4::jsonb)", [siteId, requestId, status.status, JSON.stringify(errors)]);

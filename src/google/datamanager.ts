@@ -187,23 +187,29 @@ export class DataManagerRail implements RailClient {
    * error (with its gRPC `code`): unreachable, out of quota or not authorised now.
    */
   async requestStatus(destination: Destination, requestId: string): Promise<RequestStatusSummary> {
-    const token = await this.accessTokens.get(destination.refreshToken);
-    try {
-      const [response] = await this.client.retrieveRequestStatus({ requestId }, this.callOptions(token));
-      const status = response.requestStatusPerDestination?.[0];
-      return {
-        status: String(status?.requestStatus ?? "REQUEST_STATUS_UNKNOWN"),
-        recordCount: Number(String(status?.eventsIngestionStatus?.recordCount ?? 0)),
-        errors: countsByReason(status?.errorInfo?.errorCounts),
-        warnings: countsByReason(status?.warningInfo?.warningCounts),
-      };
-    } catch (caught) {
-      const error = rpcError(caught);
-      if (error.code === Status.UNAUTHENTICATED) this.accessTokens.forget(destination.refreshToken);
-      if (error.code === Status.INVALID_ARGUMENT || error.code === Status.NOT_FOUND) {
-        return { status: "REQUEST_REFUSED", recordCount: 0, errors: { [error.reason ?? Status[error.code]]: 0 }, warnings: {} };
+    for (let attempt = 1; ; attempt++) {
+      const token = await this.accessTokens.get(destination.refreshToken);
+      try {
+        const [response] = await this.client.retrieveRequestStatus({ requestId }, this.callOptions(token));
+        const status = response.requestStatusPerDestination?.[0];
+        return {
+          status: String(status?.requestStatus ?? "REQUEST_STATUS_UNKNOWN"),
+          recordCount: Number(String(status?.eventsIngestionStatus?.recordCount ?? 0)),
+          errors: countsByReason(status?.errorInfo?.errorCounts),
+          warnings: countsByReason(status?.warningInfo?.warningCounts),
+        };
+      } catch (caught) {
+        const error = rpcError(caught);
+        if (error.code === Status.UNAUTHENTICATED) {
+          // A cached token refused: once more with a fresh one, whose exchange says whether the grant still stands.
+          this.accessTokens.forget(destination.refreshToken);
+          if (attempt === 1) continue;
+        }
+        if (error.code === Status.INVALID_ARGUMENT || error.code === Status.NOT_FOUND) {
+          return { status: "REQUEST_REFUSED", recordCount: 0, errors: { [error.reason ?? Status[error.code]]: 0 }, warnings: {} };
+        }
+        throw caught;
       }
-      throw caught;
     }
   }
 
