@@ -3042,22 +3042,23 @@ $$;
 COMMENT ON FUNCTION app_private.maintain_partitions() IS 'pg_partman maintenance (creates partitions 4 months ahead, applies retention), then secures new partitions.';
 
 --
--- Name: mark_destination_needs_reauth(uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: mark_destination_needs_reauth(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) RETURNS void
+CREATE FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text, seen_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   update app_public.destinations d set status = 'needs_reauth', status_reason = mark_destination_needs_reauth.code
-   where d.id = mark_destination_needs_reauth.destination_id and d.status = 'active';
+   where d.id = mark_destination_needs_reauth.destination_id and d.status = 'active'
+     and (mark_destination_needs_reauth.seen_at is null or d.updated_at <= mark_destination_needs_reauth.seen_at);
 $$;
 
 --
--- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text, seen_at timestamp with time zone); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) IS 'Google refused the destination''s credentials: a person must set them again.';
+COMMENT ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text, seen_at timestamp with time zone) IS 'Google refused the destination (its credentials, or the destination itself): a person must act. With seen_at (the destination''s updated_at as the caller read it), a destination changed since is left alone.';
 
 --
 -- Name: metrics(); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8793,10 +8794,10 @@ REVOKE ALL ON FUNCTION app_private.lock_due_conversions(site_id uuid, provider t
 REVOKE ALL ON FUNCTION app_private.maintain_partitions() FROM PUBLIC;
 
 --
--- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION mark_destination_needs_reauth(destination_id uuid, code text, seen_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.mark_destination_needs_reauth(destination_id uuid, code text, seen_at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION metrics(); Type: ACL; Schema: app_private; Owner: -

@@ -1266,6 +1266,25 @@ describe("destination-level refusals", () => {
       }
     });
 
+  test("a refusal of credentials replaced while the run was under way leaves the new ones alone", async () => {
+    const site = await createDeliverySite("google_ads");
+    await confirmSale(site.id);
+    // Google takes its time, then refuses the grant the run started with.
+    ads.behave({ latencyMs: 1000, callError: { status: grpcStatus.UNAUTHENTICATED, category: "authentication_error", code: "OAUTH_TOKEN_REVOKED" } });
+    const run = deliver(site);
+    await untilAdsReceived(1);
+    // Meanwhile a person sets new credentials.
+    const newToken = `1//${unique("replaced")}`;
+    oauth.grant(newToken);
+    await storeRefreshToken((text, values) => root().query(text, values), vault, site.destinationId, newToken);
+    expect(await run).toMatchObject({ skipped: "needs_reauth" });
+    // The refusal was about the old grant: the destination stays active with the new one.
+    expect(await destinationOf(site)).toMatchObject({ status: "active", status_reason: null, credentials_last4: newToken.slice(-4) });
+
+    ads.behave({});
+    expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
+  });
+
   test("our developer token refused (shared by every destination): the rows wait an hour, the destination stays active and needs nobody", async () => {
     const site = await createDeliverySite("google_ads");
     const orders = [await confirmSale(site.id), await confirmSale(site.id)];

@@ -115,15 +115,17 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   // Rows Google gave no processing status for in two days stop looking as if one were coming.
   await owner.query("select app_private.close_unanswered_requests($1)", [siteId]);
 
+  // seen_at: the destination's version this run works with (as text: a Date would drop the
+  // microseconds). A refusal is only recorded against that version, not newer credentials.
   const { rows: [row] } = await owner.query(
-    `select id, rail, customer_id, login_customer_id, conversion_action, status
+    `select id, rail, customer_id, login_customer_id, conversion_action, status, updated_at::text as seen_at
        from app_public.destinations where site_id = $1 and status <> 'paused'`, [siteId]);
   if (!row) return { ...summary, skipped: "no_destination" };
   summary.destination = row.id;
   if (row.status !== "active") return { ...summary, skipped: row.status };
   const refreshToken = await readRefreshToken(owner, deps.vault, row.id);
   if (!refreshToken) {
-    await owner.query("select app_private.mark_destination_needs_reauth($1, 'NO_CREDENTIALS')", [row.id]);
+    await owner.query("select app_private.mark_destination_needs_reauth($1, 'NO_CREDENTIALS', $2)", [row.id, row.seen_at]);
     return { ...summary, skipped: "needs_reauth" };
   }
   const destination: Destination = {
@@ -136,7 +138,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     const refused = await settleSentRequests(deps, siteId, rail, destination);
     if (refused) {
       // The grant is gone: asking about a request needs it as much as sending does.
-      await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, refused]);
+      await owner.query("select app_private.mark_destination_needs_reauth($1, $2, $3)", [row.id, refused, row.seen_at]);
       return { ...summary, skipped: "needs_reauth" };
     }
   }
@@ -192,7 +194,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     // Google refused the destination itself (its grant, account, developer token, conversion
     // action or terms): every batch would be refused alike, so nothing more goes until a person
     // acts on it (new credentials, or the destination set active again).
-    await owner.query("select app_private.mark_destination_needs_reauth($1, $2)", [row.id, reauth]);
+    await owner.query("select app_private.mark_destination_needs_reauth($1, $2, $3)", [row.id, reauth, row.seen_at]);
     return { ...summary, skipped: "needs_reauth" };
   }
 
