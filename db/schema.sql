@@ -4958,12 +4958,12 @@ declare
   v_own smallint := (pg_catalog.pg_backend_pid() % 16)::smallint;
   v_holding boolean := pg_catalog.current_setting('app.holds_quota_shard', true) = 'on';
   v_shard smallint;
+  v_lock_timeout text;
 begin
   if site.monthly_event_quota is null then
     return true;
   end if;
-  -- Our own shard first, then any shard nobody holds; wait for a busy one only while holding
-  -- none, so that waiting transactions never hold what others wait for.
+  -- Our own shard first, then any shard nobody holds.
   select q.shard into v_shard from app_private.quota_shards q
    where q.site_id = site.id and q.period = take_quota.period and q.shard = v_own and q.remaining > 0
    for update skip locked;
@@ -4980,6 +4980,19 @@ begin
     select q.shard into v_shard from app_private.quota_shards q
      where q.site_id = site.id and q.period = take_quota.period and q.remaining > 0
      order by q.shard limit 1 for update;
+  elsif v_shard is null then
+    -- Holding a shard: wait for a busy one, but briefly (see above). The subtransaction is only
+    -- on this path, which is near the end of a quota and under contention.
+    v_lock_timeout := pg_catalog.current_setting('lock_timeout');
+    begin
+      perform pg_catalog.set_config('lock_timeout', '200ms', true);
+      select q.shard into v_shard from app_private.quota_shards q
+       where q.site_id = site.id and q.period = take_quota.period and q.remaining > 0
+       order by q.shard limit 1 for update;
+    exception when lock_not_available then
+      v_shard := null;
+    end;
+    perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
   end if;
   if v_shard is null then
     return false;

@@ -5,7 +5,8 @@
  * service's pool serves them on parallel connections.
  */
 import { randomUUID } from "node:crypto";
-import { becomeUser, createUser, getRootPool, unique, waitForLockWaiters } from "./helpers/db";
+import pg from "pg";
+import { becomeUser, createUser, getRootPool, rootDbUrl, unique, waitForLockWaiters } from "./helpers/db";
 import { startTestService, TestService } from "./helpers/http";
 
 const ORIGIN = "https://shop.example";
@@ -174,6 +175,59 @@ describe("monthly quota under concurrency", () => {
     expect(sum(botResults, (r) => r.accepted)).toBe(10);
     expect(sum(humanResults, (r) => r.accepted)).toBe(quota);
     expect(await stored(site.id)).toEqual({ ledger: 10 + quota, billable: quota, events: 10 + quota, remaining: 0 });
+  });
+});
+
+describe("a transaction that already holds a quota shard", () => {
+  test("waits briefly for a busy shard that still has units, instead of refusing its event while the quota lasts", async () => {
+    const site = await createTrackedSite(20);
+    const ts = new Date(Date.now() - 1000).toISOString();
+    const pool = getRootPool();
+    await pool.query(
+      "select app_private.ensure_quota_shards(s, date_trunc('month', now() at time zone 'UTC')::date) from app_public.sites s where s.id = $1", [site.id]);
+    // Two sessions whose own shards differ (a session takes from shard pid % 16 first).
+    const connect = async () => {
+      const client = new pg.Client({ connectionString: rootDbUrl() });
+      await client.connect();
+      const { rows: [{ pid }] } = await client.query("select pg_backend_pid() as pid");
+      return { client, own: pid % 16, pid };
+    };
+    const first = await connect();
+    let second = await connect();
+    while (second.own === first.own) {
+      await second.client.end();
+      second = await connect();
+    }
+    const ingestWith = (client: pg.Client, count: number) => client.query(
+      "select app_private.ingest_events($1, $2::jsonb, $3, '10.0.0.1', 'Mozilla/5.0', '{}') as r",
+      [site.publicKey, JSON.stringify(Array.from({ length: count }, () => event({ ts }))), ORIGIN]).then((result) => result.rows[0].r);
+    try {
+      // The month's last units: one in the first session's own shard, ten in the second's.
+      await pool.query(
+        "update app_private.quota_shards set remaining = case shard when $2 then 1 when $3 then 10 else 0 end where site_id = $1",
+        [site.id, first.own, second.own]);
+      // The second session holds its shard, as a request in flight does once it has taken a unit.
+      await second.client.query("begin");
+      await second.client.query("select 1 from app_private.quota_shards where site_id = $1 and shard = $2 for update", [site.id, second.own]);
+
+      // The first takes its own last unit, then needs one more: only the held shard has any.
+      const twoEvents = ingestWith(first.client, 2);
+      let waited = false;
+      // Up to 10 s to get there (a new connection plans ingestion first); the wait itself lasts at most 200 ms.
+      for (let i = 0; i < 2000 && !waited; i++) {
+        const { rows } = await pool.query("select wait_event_type from pg_stat_activity where pid = $1", [first.pid]);
+        waited = rows[0]?.wait_event_type === "Lock";
+        if (!waited) await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      // Before migration 000049 it never waited: its second event was refused as quota_exceeded.
+      expect(waited).toBe(true);
+      await second.client.query("commit");
+      expect(await twoEvents).toMatchObject({ accepted: 2, rejected: [] });
+      expect(await stored(site.id)).toEqual({ ledger: 2, billable: 2, events: 2, remaining: 9 });
+    } finally {
+      await second.client.query("rollback").catch(() => undefined);
+      await Promise.all([first.client.end(), second.client.end()]);
+    }
   });
 });
 
