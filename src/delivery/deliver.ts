@@ -191,9 +191,9 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     throw error;
   }
   if (reauth) {
-    // Google refused the destination itself (its grant, account, developer token, conversion
-    // action or terms): every batch would be refused alike, so nothing more goes until a person
-    // acts on it (new credentials, or the destination set active again).
+    // Google refused the destination itself (its grant, account, conversion action or terms):
+    // every batch would be refused alike, so nothing more goes until a person acts on it (new
+    // credentials, or the destination set active again).
     await owner.query("select app_private.mark_destination_needs_reauth($1, $2, $3)", [row.id, reauth, row.seen_at]);
     return { ...summary, skipped: "needs_reauth" };
   }

@@ -80,8 +80,8 @@ const GRANT_REFUSED = new Set([
 ]);
 
 /**
- * Request-level codes about the destination rather than its rows: the account, the developer
- * token, the conversion action, the terms. Every batch would be refused alike, so the destination
+ * Request-level codes about the destination rather than its rows: the account, the customer ids,
+ * the conversion action, the terms. Every batch would be refused alike, so the destination
  * waits for a person (as for a refused grant) and its rows stay due. The same codes on a single
  * row of a partial failure stay that row's failure.
  */

@@ -75,9 +75,9 @@ export type BatchOutcome =
   /**
    * The destination needs a person, not the rows: Google refused the whole request because of its
    * grant (revoked, invalid), account (not enabled, not allowlisted, terms not accepted, no
-   * access) or the conversion action. Every batch would be refused alike, so
-   * nothing of this one is decided: its rows go back unsent, the destination becomes needs_reauth
-   * with `code` (Google's) as its reason, and delivery waits until someone acts on it.
+   * access) or the conversion action. Every batch would be refused alike, so nothing of this
+   * one is decided: its rows go back unsent, the destination becomes needs_reauth with `code`
+   * (Google's) as its reason, and delivery waits until someone acts on it.
    */
   | { kind: "reauth"; code: string }
   /** Nothing was delivered and the whole batch should be retried later (UNAVAILABLE, quota, timeouts). */
