@@ -3563,11 +3563,7 @@ COMMENT ON FUNCTION app_private.place_event(site_id uuid, visitor_key text, visi
 CREATE FUNCTION app_private.quota_left(site app_public.sites, period date) RETURNS bigint
     LANGUAGE sql STABLE
     AS $$
-  select greatest(site.monthly_event_quota - pg_catalog.count(*), 0)
-    from app_public.ingest_idempotency l
-   where l.site_id = site.id and l.billable
-     and l.occurred_at >= (app_private.period_bounds(quota_left.period)).starts_at
-     and l.occurred_at < (app_private.period_bounds(quota_left.period)).ends_at;
+  select greatest(site.monthly_event_quota - app_private.quota_used(site.id, quota_left.period), 0);
 $$;
 
 --
@@ -3592,6 +3588,26 @@ $$;
 --
 
 COMMENT ON FUNCTION app_private.quota_shares(total bigint) IS 'Splits what is left of a month''s quota over its 16 shards.';
+
+--
+-- Name: quota_used(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.quota_used(site_id uuid, period date) RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$
+  select pg_catalog.count(*)
+    from app_public.ingest_idempotency l
+   where l.site_id = quota_used.site_id and l.billable
+     and l.occurred_at >= (app_private.period_bounds(quota_used.period)).starts_at
+     and l.occurred_at < (app_private.period_bounds(quota_used.period)).ends_at;
+$$;
+
+--
+-- Name: FUNCTION quota_used(site_id uuid, period date); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.quota_used(site_id uuid, period date) IS 'The billable events of a site and month in the ledger.';
 
 --
 -- Name: rebuild_sessions(uuid, text, timestamp with time zone, uuid, text); Type: FUNCTION; Schema: app_private; Owner: -
@@ -5197,6 +5213,9 @@ CREATE FUNCTION app_private.tg_sites__apply_quota_change() RETURNS trigger
     AS $$
 declare
   v_period date;
+  v_counted bigint;
+  v_held_then bigint;
+  v_held_now bigint;
 begin
   for v_period in
     select distinct q.period from app_private.quota_shards q
@@ -5204,9 +5223,14 @@ begin
        and q.period >= pg_catalog.date_trunc('month', (pg_catalog.now() - interval '7 days') at time zone 'UTC')::date
      order by 1
   loop
+    -- One statement, one snapshot: the ledger's count and what the shards held beside it.
+    select app_private.quota_used(new.id, v_period),
+           (select pg_catalog.sum(q.remaining) from app_private.quota_shards q where q.site_id = new.id and q.period = v_period)
+      into v_counted, v_held_then;
     perform 1 from app_private.quota_shards q where q.site_id = new.id and q.period = v_period order by q.shard for update;
+    select pg_catalog.sum(q.remaining) into v_held_now from app_private.quota_shards q where q.site_id = new.id and q.period = v_period;
     update app_private.quota_shards q set remaining = s.remaining
-      from app_private.quota_shares(app_private.quota_left(new, v_period)) s
+      from app_private.quota_shares(greatest(new.monthly_event_quota - (v_counted + v_held_then - v_held_now), 0)) s
      where q.site_id = new.id and q.period = v_period and q.shard = s.shard;
   end loop;
   return null;
@@ -8891,6 +8915,12 @@ REVOKE ALL ON FUNCTION app_private.quota_left(site app_public.sites, period date
 --
 
 REVOKE ALL ON FUNCTION app_private.quota_shares(total bigint) FROM PUBLIC;
+
+--
+-- Name: FUNCTION quota_used(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.quota_used(site_id uuid, period date) FROM PUBLIC;
 
 --
 -- Name: FUNCTION rebuild_sessions(site_id uuid, visitor_key text, since timestamp with time zone, since_event_id uuid, site_domain text); Type: ACL; Schema: app_private; Owner: -
