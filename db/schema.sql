@@ -2405,6 +2405,27 @@ $$;
 COMMENT ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) IS 'The site of a public key, after the origin check (OMORG) and the rate limit (OM429); OMUSK when unknown.';
 
 --
+-- Name: former_destinations_awaiting_status(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.former_destinations_awaiting_status(site_id uuid) RETURNS SETOF uuid
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select d.id from app_public.destinations d
+   where d.site_id = former_destinations_awaiting_status.site_id and d.status = 'paused' and d.rail = 'datamanager'
+     and exists (select 1 from app_public.offline_conversion_queue q
+                  where q.site_id = d.site_id and q.stage = 'sent' and q.destination_id = d.id and app_private.awaits_request_status(q)
+                    and q.sent_at < pg_catalog.now() - interval '5 minutes');
+$$;
+
+--
+-- Name: FUNCTION former_destinations_awaiting_status(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.former_destinations_awaiting_status(site_id uuid) IS 'Paused Data Manager destinations of a site with requests whose processing status is due to be asked.';
+
+--
 -- Name: freeze_due_invoices(timestamp with time zone); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -5285,24 +5306,25 @@ $$;
 COMMENT ON FUNCTION app_private.tg_sites__issue_salt() IS 'Gives a new site its consent-proof salt.';
 
 --
--- Name: unsettled_requests(uuid); Type: FUNCTION; Schema: app_private; Owner: -
+-- Name: unsettled_requests(uuid, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
-CREATE FUNCTION app_private.unsettled_requests(site_id uuid) RETURNS SETOF text
+CREATE FUNCTION app_private.unsettled_requests(site_id uuid, destination_id uuid DEFAULT NULL::uuid) RETURNS SETOF text
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select distinct q.request_id from app_public.offline_conversion_queue q
    where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and app_private.awaits_request_status(q)
+     and (unsettled_requests.destination_id is null or q.destination_id = unsettled_requests.destination_id)
      and q.sent_at < pg_catalog.now() - interval '5 minutes'
    limit 50;
 $$;
 
 --
--- Name: FUNCTION unsettled_requests(site_id uuid); Type: COMMENT; Schema: app_private; Owner: -
+-- Name: FUNCTION unsettled_requests(site_id uuid, destination_id uuid); Type: COMMENT; Schema: app_private; Owner: -
 --
 
-COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid) IS 'Request ids whose processing status is due to be asked (sent 5 minutes to 2 days ago, no verdict yet).';
+COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid, destination_id uuid) IS 'Request ids whose processing status is due to be asked (sent 5 minutes to 2 days ago, no verdict yet), of one destination or (null) any.';
 
 --
 -- Name: upload_outcome_unknown(app_public.offline_conversion_queue); Type: FUNCTION; Schema: app_private; Owner: -
@@ -8739,6 +8761,12 @@ GRANT ALL ON FUNCTION app_private.export_credential_for(username text) TO opsman
 REVOKE ALL ON FUNCTION app_private.find_site(public_key text, origin text, global_origins text[], client_ip text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION former_destinations_awaiting_status(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.former_destinations_awaiting_status(site_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION freeze_due_invoices(now timestamp with time zone); Type: ACL; Schema: app_private; Owner: -
 --
 
@@ -9135,10 +9163,10 @@ REVOKE ALL ON FUNCTION app_private.tg_sites__issue_call_event_secret() FROM PUBL
 REVOKE ALL ON FUNCTION app_private.tg_sites__issue_salt() FROM PUBLIC;
 
 --
--- Name: FUNCTION unsettled_requests(site_id uuid); Type: ACL; Schema: app_private; Owner: -
+-- Name: FUNCTION unsettled_requests(site_id uuid, destination_id uuid); Type: ACL; Schema: app_private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app_private.unsettled_requests(site_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app_private.unsettled_requests(site_id uuid, destination_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION upload_outcome_unknown(q app_public.offline_conversion_queue); Type: ACL; Schema: app_private; Owner: -

@@ -767,6 +767,28 @@ describe("Data Manager API rail", () => {
     expect(await secondsToNextRun(site)).toBeUndefined();
   });
 
+  test("after the site moves from Data Manager to Google Ads, what its Data Manager destination sent is still asked about, with that destination's credentials", async () => {
+    const site = await createDeliverySite("datamanager");
+    const order = await confirmSale(site.id);
+    expect(await deliver(site)).toMatchObject({ sent: 1 });
+    const { request_id: requestId } = await rowOf(site.id, order);
+
+    // The site moves: its Data Manager destination paused, a Google Ads one with credentials of its own.
+    await root().query("select app_public.set_destination_status($1, 'paused')", [site.destinationId]);
+    const { rows: [googleAds] } = await root().query(
+      "select id from app_public.create_destination($1, 'google_ads', '123-456-7890', $2, '111-222-3333')", [site.id, CONVERSION_ACTION]);
+    const adsToken = `1//${unique("ads-refresh")}`;
+    oauth.grant(adsToken);
+    await storeRefreshToken((text, values) => root().query(text, values), vault, googleAds.id, adsToken);
+    await root().query("update app_public.offline_conversion_queue set sent_at = sent_at - interval '10 minutes' where site_id = $1", [site.id]);
+
+    // Before migration 000051 nobody asked: the row waited, then ended NO_PROCESSING_STATUS.
+    await deliverFromScratch(site);
+    expect(dm.statusAsked).toEqual([requestId]);
+    expect(await rowOf(site.id, order)).toMatchObject({ status: "accepted", last_error_code: null });
+    expect(await destinationOf(site)).toMatchObject({ status: "paused" });
+  });
+
   test("rows Google gave no processing status for in two days get NO_PROCESSING_STATUS and are not asked about again; younger ones still are", async () => {
     const site = await createDeliverySite("datamanager");
     const old = await confirmSale(site.id);

@@ -114,6 +114,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   await owner.query("select app_private.refresh_conversion_attribution($1, due_only => true)", [siteId]);
   // Rows Google gave no processing status for in two days stop looking as if one were coming.
   await owner.query("select app_private.close_unanswered_requests($1)", [siteId]);
+  await settleFormerDestinations(deps, siteId);
 
   // seen_at: the destination's version this run works with (as text: a Date would drop the
   // microseconds). A refusal is only recorded against that version, not newer credentials.
@@ -135,7 +136,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
   const rail = deps.rails.railFor(destination.rail);
 
   if (rail instanceof DataManagerRail) {
-    const refused = await settleSentRequests(deps, siteId, rail, destination);
+    const refused = await settleSentRequests(deps, siteId, rail, destination, row.id);
     if (refused) {
       // The grant is gone: asking about a request needs it as much as sending does.
       await owner.query("select app_private.mark_destination_needs_reauth($1, $2, $3)", [row.id, refused, row.seen_at]);
@@ -324,8 +325,10 @@ function observed<T>(promise: Promise<T>): Promise<T> {
  * Data Manager accepts a request before it processes it: ask how it went, and record Google's
  * verdict. Returns Google's code when the token endpoint refused the destination's grant.
  */
-async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination): Promise<string | undefined> {
-  const { rows } = await deps.owner.query<{ request_id: string }>("select app_private.unsettled_requests($1) as request_id", [siteId]);
+async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: DataManagerRail, destination: Destination,
+    destinationId: string): Promise<string | undefined> {
+  const { rows } = await deps.owner.query<{ request_id: string }>(
+    "select app_private.unsettled_requests($1, $2) as request_id", [siteId, destinationId]);
   for (const { request_id: requestId } of rows) {
     let status;
     try {
@@ -336,5 +339,26 @@ async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: Data
     }
     const errors = Object.entries(status.errors).map(([reason, count]) => ({ reason, count }));
     await deps.owner.query("select app_private.settle_request($1, $2, $3, $4::jsonb)", [siteId, requestId, status.status, JSON.stringify(errors)]);
+  }
+}
+
+/**
+ * A Data Manager destination the site has paused (moved away from, perhaps to Google Ads) still
+ * has Google's verdicts coming on what it sent: ask with its own credentials. A refused grant is
+ * left as it is: nobody delivers through it, and its rows end as NO_PROCESSING_STATUS in time.
+ */
+async function settleFormerDestinations(deps: DeliveryDeps, siteId: string): Promise<void> {
+  const { rows } = await deps.owner.query<{ id: string; customer_id: string; login_customer_id: string | null; conversion_action: string }>(
+    `select d.id, d.customer_id, d.login_customer_id, d.conversion_action from app_public.destinations d
+      where d.id in (select app_private.former_destinations_awaiting_status($1))`, [siteId]);
+  for (const former of rows) {
+    const refreshToken = await readRefreshToken(deps.owner, deps.vault, former.id);
+    const rail = deps.rails.railFor("datamanager");
+    if (!refreshToken || !(rail instanceof DataManagerRail)) continue;
+    const destination: Destination = {
+      rail: "datamanager", customerId: former.customer_id, loginCustomerId: former.login_customer_id ?? undefined,
+      conversionAction: former.conversion_action, refreshToken,
+    };
+    await settleSentRequests(deps, siteId, rail, destination, former.id);
   }
 }
