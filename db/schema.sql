@@ -3485,6 +3485,22 @@ $$;
 COMMENT ON FUNCTION app_private.origin_known(origin text, global_origins text[]) IS 'True when some site (or the global list) allows the origin: the CORS preflight check.';
 
 --
+-- Name: outcome_unknown(text); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.outcome_unknown(code text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  select code in ('DEADLINE_EXCEEDED', 'UNAVAILABLE', 'CANCELLED', 'UNKNOWN', 'INTERNAL', 'ABORTED');
+$$;
+
+--
+-- Name: FUNCTION outcome_unknown(code text); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.outcome_unknown(code text) IS 'True for a code an upload ends with when Google gave no answer (a timeout, a dropped connection): Google may have the conversions.';
+
+--
 -- Name: period_bounds(date); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -3734,7 +3750,9 @@ begin
              else q.retry_at end,
            last_error_code = case when o.undone then 'SALE_UNDONE'
              when o.kind in ('accepted', 'sent') then o.code else coalesce(o.code, 'UNKNOWN') end,
-           last_error_message = case when o.undone then 'The sale was undone before Google took the conversion.'
+           last_error_message = case when o.undone and o.kind = 'retry' and app_private.outcome_unknown(o.code)
+                                       then 'The sale was undone after an upload whose outcome is unknown; a retraction follows.'
+                                     when o.undone then 'The sale was undone before Google took the conversion.'
              when o.kind in ('accepted', 'sent') then null else pg_catalog.left(o.message, 1000) end,
            request_id = case when o.kind in ('accepted', 'sent') then coalesce(o.request_id, record_batch_outcomes.request_id, q.request_id) else q.request_id end,
            sent_at = case when o.kind in ('accepted', 'sent') then coalesce(q.sent_at, pg_catalog.now()) else q.sent_at end,
@@ -3749,9 +3767,12 @@ begin
      -- Only the ctid just fetched: no condition of the queue's own that could make it look like a
      -- handful of rows worth scanning first.
      where q.ctid = o.held_ctid
-    returning q.sale_id, q.kind, q.status
+    returning q.sale_id, q.kind, q.status, o.kind as outcome, o.code as outcome_code
   )
-  select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled'))
+  -- Google never had these, so a retraction queued for them has nothing to do; unless the
+  -- upload ended without an answer, when Google may have it after all.
+  select count(*), pg_catalog.array_agg(a.sale_id) filter (where a.kind = 'conversion' and a.status in ('failed', 'cancelled')
+                                                             and not (a.outcome = 'retry' and app_private.outcome_unknown(a.outcome_code)))
     into v_count, v_never_delivered
     from applied a;
   if v_never_delivered is not null then
@@ -5333,8 +5354,7 @@ COMMENT ON FUNCTION app_private.unsettled_requests(site_id uuid, destination_id 
 CREATE FUNCTION app_private.upload_outcome_unknown(q app_public.offline_conversion_queue) RETURNS boolean
     LANGUAGE sql IMMUTABLE
     AS $$
-  select q.status = 'pending' and q.attempts > 0
-     and q.last_error_code in ('DEADLINE_EXCEEDED', 'UNAVAILABLE', 'CANCELLED', 'UNKNOWN', 'INTERNAL', 'ABORTED');
+  select q.status = 'pending' and q.attempts > 0 and app_private.outcome_unknown(q.last_error_code);
 $$;
 
 --
@@ -8913,6 +8933,12 @@ REVOKE ALL ON FUNCTION app_private.origin_allowed(site app_public.sites, origin 
 
 REVOKE ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION app_private.origin_known(origin text, global_origins text[]) TO opsmantik_authenticator;
+
+--
+-- Name: FUNCTION outcome_unknown(code text); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.outcome_unknown(code text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION period_bounds(period date, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone); Type: ACL; Schema: app_private; Owner: -

@@ -1195,15 +1195,34 @@ describe("consent, retractions and rows without identifiers", () => {
         "select s.status from app_public.sales s where s.site_id = $1 and s.external_id = $2", [site.id, orderId]);
       expect(status).toBe("cancelled");
 
-      // The slow uploader got UNAVAILABLE from Google: nothing was delivered, it records a retry.
+      // The slow uploader was refused for quota: Google answered, nothing was delivered, it records a retry.
       await owner.query("select app_private.record_upload_outcomes($1, 'slow-worker', $2::jsonb)",
-        [site.id, JSON.stringify([{ id: claimed[0].id, kind: "retry", code: "UNAVAILABLE", retry_after_seconds: 60 }])]);
+        [site.id, JSON.stringify([{ id: claimed[0].id, kind: "retry", code: "RESOURCE_EXHAUSTED", retry_after_seconds: 60 }])]);
       await root().query("update app_public.offline_conversion_queue set retry_at = now() - interval '1 second' where site_id = $1 and status = 'pending'", [site.id]);
       await deliver(site);
 
-      // The sale was undone before Google had it: its conversion must never be uploaded.
+      // The sale was undone before Google had it: its conversion must never be uploaded, nor retracted.
       expect(clickConversions().map((c) => c.order_id)).not.toContain(orderId);
       expect((await rowOf(site.id, orderId)).status).toBe("cancelled");
+      expect(await rowOf(site.id, orderId, "retraction")).toMatchObject({ status: "cancelled", last_error_code: "NOTHING_TO_RETRACT" });
+      expect(ads.requests.map((r) => r.method)).not.toContain("UploadConversionAdjustments");
+    });
+
+    test("a conversion undone in flight whose upload ended without an answer (timeout) is retracted: Google may have it", async () => {
+      const site = await createDeliverySite("google_ads");
+      const { callId, orderId } = await sealedCall(site, "Cj0KCQ-inflight-3");
+      const claimed = await claimAs(site, "slow-worker");
+      await root().query("select app_public.undo_call_action($1, $2)", [site.id, callId]);
+
+      // The slow uploader's call timed out: Google may or may not have processed it.
+      await owner.query("select app_private.record_upload_outcomes($1, 'slow-worker', $2::jsonb)",
+        [site.id, JSON.stringify([{ id: claimed[0].id, kind: "retry", code: "DEADLINE_EXCEEDED", retry_after_seconds: 60 }])]);
+      expect(await rowOf(site.id, orderId)).toMatchObject({ status: "cancelled", last_error_code: "SALE_UNDONE" });
+      // Before migration 000052 the retraction was dropped as needless here.
+      expect(await rowOf(site.id, orderId, "retraction")).toMatchObject({ status: "pending" });
+      await deliver(site);
+      expect(clickConversions().map((c) => c.order_id)).not.toContain(orderId);
+      expect(await rowOf(site.id, orderId, "retraction")).toMatchObject({ status: "accepted" });
     });
   });
 
