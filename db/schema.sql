@@ -1781,6 +1781,27 @@ $$;
 COMMENT ON FUNCTION app_private.close_unanswered_requests(site_id uuid) IS 'Gives the site''s rows that waited two days for a processing status in vain the code NO_PROCESSING_STATUS; returns how many.';
 
 --
+-- Name: compact_json_size(jsonb); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.compact_json_size(value jsonb) RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+  select pg_catalog.octet_length(value::text) - coalesce((
+    select pg_catalog.sum(case pg_catalog.jsonb_typeof(x)
+                            when 'object' then greatest(2 * (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(x)) - 1, 0)
+                            when 'array' then greatest(pg_catalog.jsonb_array_length(x) - 1, 0)
+                            else 0 end)
+      from pg_catalog.jsonb_path_query(value, 'strict $.**') x), 0)::integer;
+$_$;
+
+--
+-- Name: FUNCTION compact_json_size(value jsonb); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.compact_json_size(value jsonb) IS 'Bytes of a JSON value written compactly (no white space), as a tracker sends it.';
+
+--
 -- Name: compute_ledger_digest(uuid, date); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -2337,13 +2358,15 @@ CREATE FUNCTION app_private.event_problem(event jsonb, site app_public.sites, no
            and (pg_catalog.jsonb_typeof(event -> 'title') <> 'string' or pg_catalog.length(event ->> 'title') > 1000)
         then 'invalid_event|title must be a string of at most 1000 characters.'
       when event ? 'props' and pg_catalog.jsonb_typeof(event -> 'props') <> 'null'
-           and (pg_catalog.jsonb_typeof(event -> 'props') <> 'object' or pg_catalog.octet_length((event -> 'props')::text) > 4096
+           and (pg_catalog.jsonb_typeof(event -> 'props') <> 'object'
+                or (pg_catalog.octet_length((event -> 'props')::text) > 4096 and app_private.compact_json_size(event -> 'props') > 4096)
                 or pg_catalog.jsonb_path_exists(event -> 'props', 'strict $.**{4 to last}'))
         then 'invalid_event|props must be an object of at most 4 KiB, nested at most 3 levels.'
       when event ? 'consent' and pg_catalog.jsonb_typeof(event -> 'consent') <> 'null' and not app_private.valid_consent(event -> 'consent')
         then 'invalid_event|consent must map Consent Mode signals to granted or denied.'
       when event ? 'device' and pg_catalog.jsonb_typeof(event -> 'device') <> 'null'
-           and (pg_catalog.jsonb_typeof(event -> 'device') <> 'object' or pg_catalog.octet_length((event -> 'device')::text) > 1024
+           and (pg_catalog.jsonb_typeof(event -> 'device') <> 'object'
+                or (pg_catalog.octet_length((event -> 'device')::text) > 1024 and app_private.compact_json_size(event -> 'device') > 1024)
                 or pg_catalog.jsonb_path_exists(event -> 'device', 'strict $.* ? (@.type() != "string")'))
         then 'invalid_event|device must be an object of strings of at most 1 KiB.'
     end as problem
@@ -8676,6 +8699,12 @@ REVOKE ALL ON FUNCTION app_private.claim_offline_conversion_jobs(provider text, 
 --
 
 REVOKE ALL ON FUNCTION app_private.close_unanswered_requests(site_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION compact_json_size(value jsonb); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.compact_json_size(value jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION compute_ledger_digest(site_id uuid, period date); Type: ACL; Schema: app_private; Owner: -

@@ -365,6 +365,20 @@ describe("POST /api/sync: event-level rejections", () => {
     await expectEventRejected(event({ url: null }), "invalid_event");
   });
 
+  test("props are measured as the tracker sends them (compact JSON): 4 KiB of many short keys is taken, one byte more is not", async () => {
+    // 400 keys "k000".."k399" with the value 1: PostgreSQL prints them 800 bytes longer than sent.
+    const props = (extra: number) => ({ ...Object.fromEntries(Array.from({ length: 400 }, (_, i) => [`k${String(i).padStart(3, "0")}`, 1])),
+      pad: "x".repeat(extra) });
+    const compact = (value: unknown) => Buffer.byteLength(JSON.stringify(value));
+    const room = 4096 - compact(props(0));
+    expect(compact(props(room))).toBe(4096);
+    const fits = event({ props: props(room) });
+    const over = event({ props: props(room + 1) });
+    const response = await sync({ site: site.publicKey, events: [fits, over] });
+    expect(response.body).toMatchObject({ accepted: 1, rejected: [{ index: 1, error: "invalid_event" }] });
+    expect(Object.keys((await storedEvent(site.id, fits.id))!.props)).toHaveLength(401);
+  });
+
   test("props over 4 KiB, nested 5 deep, or not an object are invalid_event", async () => {
     await expectEventRejected(event({ props: { pad: "x".repeat(5000) } }), "invalid_event");
     await expectEventRejected(event({ props: { a: { b: { c: { d: { e: 1 } } } } } }), "invalid_event");
