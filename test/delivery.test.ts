@@ -182,6 +182,21 @@ async function deliverFromScratch(site: TestSite): Promise<DeliverySummary> {
   return deliver(site);
 }
 
+/**
+ * A call through a Google forwarding number (the provider says so), sealed with a value: its
+ * sale's conversion has no click id, and ad_user_data granted so the caller may be sent. Returns the call's id.
+ */
+async function forwardedCallSale(site: TestSite, caller: string): Promise<string> {
+  const providerCallId = unique("fwd").replace(/[^A-Za-z0-9_.:-]/g, "_");
+  await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
+    call_id: providerCallId, status: "answered", caller, tracking_number: "+908501112233",
+    started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95, google_forwarding: true })]);
+  const { rows: [call] } = await root().query("select id from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
+  await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
+  await root().query("update app_public.offline_conversion_queue set ad_user_data = 'granted' where site_id = $1", [site.id]);
+  return call.id;
+}
+
 /** Seconds until the site's upload job runs again (negative when already due), or undefined when none waits. */
 async function secondsToNextRun(site: TestSite): Promise<number | undefined> {
   const { rows } = await root().query("select extract(epoch from run_at - now())::float8 as seconds from graphile_worker.jobs where key = $1",
@@ -1066,17 +1081,11 @@ describe("consent, retractions and rows without identifiers", () => {
 
   test("undoing a sale that went to Google Ads as a call conversion: its retraction fails RETRACTION_UNSUPPORTED at once, nothing doomed is sent", async () => {
     const site = await createDeliverySite("google_ads");
-    const providerCallId = unique("fwd-undo").replace(/[^A-Za-z0-9_.:-]/g, "_");
-    await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
-      call_id: providerCallId, status: "answered", caller: "+905559998855", tracking_number: "+908501112233",
-      started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95, google_forwarding: true })]);
-    const { rows: [call] } = await root().query("select id from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
-    await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
-    await root().query("update app_public.offline_conversion_queue set ad_user_data = 'granted' where site_id = $1", [site.id]);
+    const callId = await forwardedCallSale(site, "+905559998855");
     expect(await deliver(site)).toMatchObject({ claimed: 1, accepted: 1 });
     expect(ads.requests.map((r) => r.method)).toEqual(["UploadCallConversions"]);
 
-    await root().query("select app_public.undo_call_action($1, $2)", [site.id, call.id]);
+    await root().query("select app_public.undo_call_action($1, $2)", [site.id, callId]);
     expect(await deliver(site)).toMatchObject({ claimed: 1, failed: 1 });
     const { rows: [retraction] } = await root().query(
       "select status, last_error_code, last_error_message from app_public.offline_conversion_queue where site_id = $1 and kind = 'retraction'", [site.id]);
@@ -1088,14 +1097,8 @@ describe("consent, retractions and rows without identifiers", () => {
 
   test("on Data Manager, which cannot send calls, a forwarded call's sale with no click id, email or phone waits for a click id like any other", async () => {
     const site = await createDeliverySite("datamanager");
-    const providerCallId = unique("fwd-dm").replace(/[^A-Za-z0-9_.:-]/g, "_");
-    await root().query("select app_private.record_call_event($1, $2::jsonb)", [site.id, JSON.stringify({
-      call_id: providerCallId, status: "answered", caller: "+905559998866", tracking_number: "+908501112233",
-      started_at: new Date(Date.now() - 2 * HOUR).toISOString(), duration_s: 95, google_forwarding: true })]);
-    const { rows: [call] } = await root().query("select id from app_public.calls where site_id = $1 and call_id = $2", [site.id, providerCallId]);
-    await root().query("select app_public.seal_call($1, $2, 750)", [site.id, call.id]);
     // Consent for ad_user_data granted: the caller would be usable, were there a rail to carry it.
-    await root().query("update app_public.offline_conversion_queue set ad_user_data = 'granted' where site_id = $1", [site.id]);
+    await forwardedCallSale(site, "+905559998866");
 
     expect(await deliver(site)).toMatchObject({ claimed: 1, retry: 1, failed: 0, sent: 0 });
     const { rows: [row] } = await root().query("select status, last_error_code from app_public.offline_conversion_queue where site_id = $1", [site.id]);
