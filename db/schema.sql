@@ -2438,8 +2438,7 @@ CREATE FUNCTION app_private.former_destinations_awaiting_status(site_id uuid) RE
   select d.id from app_public.destinations d
    where d.site_id = former_destinations_awaiting_status.site_id and d.status = 'paused' and d.rail = 'datamanager'
      and exists (select 1 from app_public.offline_conversion_queue q
-                  where q.site_id = d.site_id and q.stage = 'sent' and q.destination_id = d.id and app_private.awaits_request_status(q)
-                    and q.sent_at < pg_catalog.now() - interval '5 minutes');
+                  where q.site_id = d.site_id and q.stage = 'sent' and q.destination_id = d.id and app_private.request_status_due(q));
 $$;
 
 --
@@ -4237,6 +4236,22 @@ $$;
 COMMENT ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) IS 'Returns a worker''s claimed rows to pending.';
 
 --
+-- Name: request_status_due(app_public.offline_conversion_queue); Type: FUNCTION; Schema: app_private; Owner: -
+--
+
+CREATE FUNCTION app_private.request_status_due(q app_public.offline_conversion_queue) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+  select app_private.awaits_request_status(q) and q.sent_at < pg_catalog.now() - interval '5 minutes';
+$$;
+
+--
+-- Name: FUNCTION request_status_due(q app_public.offline_conversion_queue); Type: COMMENT; Schema: app_private; Owner: -
+--
+
+COMMENT ON FUNCTION app_private.request_status_due(q app_public.offline_conversion_queue) IS 'True for a row whose request''s processing status is due to be asked: no verdict yet, sent 5 minutes to 2 days ago.';
+
+--
 -- Name: resolve_sale_attribution(uuid, uuid, text, uuid, text, timestamp with time zone, uuid); Type: FUNCTION; Schema: app_private; Owner: -
 --
 
@@ -5358,9 +5373,8 @@ CREATE FUNCTION app_private.unsettled_requests(site_id uuid, destination_id uuid
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   select distinct q.request_id from app_public.offline_conversion_queue q
-   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and app_private.awaits_request_status(q)
+   where q.site_id = unsettled_requests.site_id and q.stage = 'sent' and app_private.request_status_due(q)
      and (unsettled_requests.destination_id is null or q.destination_id = unsettled_requests.destination_id)
-     and q.sent_at < pg_catalog.now() - interval '5 minutes'
    limit 50;
 $$;
 
@@ -9066,6 +9080,12 @@ REVOKE ALL ON FUNCTION app_private.refresh_conversion_attribution(site_id uuid, 
 --
 
 REVOKE ALL ON FUNCTION app_private.release_claimed_conversions(site_id uuid, worker text, code text, message text, retry_after_seconds integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION request_status_due(q app_public.offline_conversion_queue); Type: ACL; Schema: app_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app_private.request_status_due(q app_public.offline_conversion_queue) FROM PUBLIC;
 
 --
 -- Name: FUNCTION resolve_sale_attribution(site_id uuid, session_id uuid, visitor_id text, call_id uuid, gclid text, at timestamp with time zone, anchor_event_id uuid); Type: ACL; Schema: app_private; Owner: -

@@ -129,10 +129,7 @@ export async function deliverSiteConversions(deps: DeliveryDeps, siteId: string)
     await owner.query("select app_private.mark_destination_needs_reauth($1, 'NO_CREDENTIALS', $2)", [row.id, row.seen_at]);
     return { ...summary, skipped: "needs_reauth" };
   }
-  const destination: Destination = {
-    rail: row.rail, customerId: row.customer_id, loginCustomerId: row.login_customer_id ?? undefined,
-    conversionAction: row.conversion_action, refreshToken,
-  };
+  const destination = toDestination(row, refreshToken);
   const rail = deps.rails.railFor(destination.rail);
 
   if (rail instanceof DataManagerRail) {
@@ -348,17 +345,30 @@ async function settleSentRequests(deps: DeliveryDeps, siteId: string, rail: Data
  * left as it is: nobody delivers through it, and its rows end as NO_PROCESSING_STATUS in time.
  */
 async function settleFormerDestinations(deps: DeliveryDeps, siteId: string): Promise<void> {
-  const { rows } = await deps.owner.query<{ id: string; customer_id: string; login_customer_id: string | null; conversion_action: string }>(
-    `select d.id, d.customer_id, d.login_customer_id, d.conversion_action from app_public.destinations d
+  const { rows } = await deps.owner.query<DestinationRow>(
+    `select d.id, d.rail, d.customer_id, d.login_customer_id, d.conversion_action from app_public.destinations d
       where d.id in (select app_private.former_destinations_awaiting_status($1))`, [siteId]);
+  const rail = deps.rails.railFor("datamanager");
+  if (!(rail instanceof DataManagerRail)) return;
   for (const former of rows) {
     const refreshToken = await readRefreshToken(deps.owner, deps.vault, former.id);
-    const rail = deps.rails.railFor("datamanager");
-    if (!refreshToken || !(rail instanceof DataManagerRail)) continue;
-    const destination: Destination = {
-      rail: "datamanager", customerId: former.customer_id, loginCustomerId: former.login_customer_id ?? undefined,
-      conversionAction: former.conversion_action, refreshToken,
-    };
-    await settleSentRequests(deps, siteId, rail, destination, former.id);
+    if (refreshToken) await settleSentRequests(deps, siteId, rail, toDestination(former, refreshToken), former.id);
   }
+}
+
+/** A destination's row as read from app_public.destinations. */
+interface DestinationRow {
+  id: string;
+  rail: Rail;
+  customer_id: string;
+  login_customer_id: string | null;
+  conversion_action: string;
+}
+
+/** Where a rail sends: the destination's ids, with its decrypted refresh token. */
+function toDestination(row: DestinationRow, refreshToken: string): Destination {
+  return {
+    rail: row.rail, customerId: row.customer_id, loginCustomerId: row.login_customer_id ?? undefined,
+    conversionAction: row.conversion_action, refreshToken,
+  };
 }
