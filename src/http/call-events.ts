@@ -12,7 +12,7 @@ import express, { Request, Response, Router } from "express";
 import type pg from "pg";
 import { logger } from "../logger";
 import { sendError } from "./errors";
-import { storable, storableText } from "./ingest";
+import { NOT_STORABLE, storable, storableText } from "./ingest";
 
 export const SIGNATURE_HEADER = "x-opsmantik-signature";
 export const SIGNATURE_TOLERANCE_S = 300;
@@ -77,7 +77,7 @@ export function callEventRouter(authPool: pg.Pool): Router {
         if (!macMatches(secrets, signature.t, raw, signature.macs)) {
           return sendError(res, 401, "invalid_signature", "The signature does not match this body and the site's secret.");
         }
-        if (!storable(body)) return sendError(res, 400, "invalid_call_event", "Strings must be well-formed Unicode without U+0000, and numbers finite.");
+        if (!storable(body)) return sendError(res, 400, "invalid_call_event", NOT_STORABLE);
         const { rows: [recorded] } = await authPool.query("select app_private.record_call_event($1, $2::jsonb) as result",
           [rows[0].site_id, JSON.stringify(body)]);
         res.status(200).json(recorded.result);

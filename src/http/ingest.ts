@@ -72,6 +72,9 @@ async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
+/** What a request whose body is not storable is told. */
+export const NOT_STORABLE = "Strings must be well-formed Unicode without U+0000, and numbers finite.";
+
 /**
  * Text PostgreSQL can take: no U+0000, which no text or jsonb value can hold, and no lone UTF-16
  * surrogate (JSON.parse makes one of the escape "\ud83d", as from a title cut in the middle of an
@@ -205,7 +208,7 @@ export function ingestRouter(config: Config, authPool: pg.Pool): Router {
       throw new RequestError(400, "invalid_envelope", "The body must be an object with site, visitor_id and consent.");
     }
     if (!storable(body)) {
-      throw new RequestError(400, "invalid_envelope", "Strings must be well-formed Unicode without U+0000, and numbers finite.");
+      throw new RequestError(400, "invalid_envelope", NOT_STORABLE);
     }
     const { site, visitor_id: visitorId, consent } = body as { site?: unknown; visitor_id?: unknown; consent?: unknown };
     if (typeof site !== "string" || typeof visitorId !== "string" || consent === null || typeof consent !== "object" || Array.isArray(consent)) {

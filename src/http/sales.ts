@@ -14,7 +14,7 @@ import { recordDenial } from "../db/denials";
 import { publicDatabaseError } from "../db/errors";
 import { logger } from "../logger";
 import { sendError } from "./errors";
-import { storable } from "./ingest";
+import { NOT_STORABLE, storable } from "./ingest";
 import { isUuid } from "../uuid";
 
 const MAX_BODY_BYTES = 16 * 1024;
@@ -44,7 +44,7 @@ function parseSale(body: unknown, keySiteId: string | undefined): SaleInput {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidSale("The body must be a JSON object.");
   const fields = body as Record<string, unknown>;
   for (const name of Object.keys(fields)) if (!FIELDS.has(name)) throw new InvalidSale(`Unknown field ${JSON.stringify(name.slice(0, 40))}.`);
-  if (!storable(fields)) throw new InvalidSale("Strings must be well-formed Unicode without U+0000.");
+  if (!storable(fields)) throw new InvalidSale(NOT_STORABLE);
   for (const name of TEXT_FIELDS) {
     if (fields[name] !== undefined && fields[name] !== null && typeof fields[name] !== "string") throw new InvalidSale(`${name} must be a string.`);
   }
